@@ -40,6 +40,7 @@ class ModelCard:
     dataset: str = ""
     label_names: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # the training configuration, for provenance and reuse
     sha256: str = ""  # of the weights file
 
     def to_json(self) -> str:

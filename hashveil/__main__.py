@@ -1,0 +1,3 @@
+from hashveil.cli import main
+
+main()

@@ -1,0 +1,190 @@
+"""The `hashveil` command: one verb per pipeline stage, each a thin shell over a Python function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import click
+
+from retrieval.config import Config, load_config, override
+
+log = logging.getLogger("hashveil")
+
+
+def _load(ctx: click.Context, **sections: dict) -> Config:
+    cfg = ctx.obj["config"]
+    try:
+        return override(cfg, **sections)
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.group()
+@click.option("--config", "config_path", default="config.toml", show_default=True,
+              type=click.Path(dir_okay=False), help="configuration file")
+@click.option("--work-dir", type=click.Path(file_okay=False), help="override paths.work_dir")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.pass_context
+def main(ctx: click.Context, config_path: str, work_dir: str | None, verbose: bool) -> None:
+    """hashveil: image hash retrieval with a privacy layer on the user's side."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(config_path)
+        cfg = override(cfg, paths={"work_dir": work_dir})
+    except (OSError, ValueError, TypeError) as e:
+        raise click.ClickException(str(e)) from None
+    ctx.obj = {"config": cfg}
+
+
+def model_options(f):
+    for opt in (
+        click.option("--backbone", help="model.backbone"),
+        click.option("--bits", "hash_bits", type=int, help="model.hash_bits"),
+        click.option("--image-size", type=int, help="model.image_size"),
+        click.option("--pretrained", help="model.pretrained: local torchvision state_dict"),
+        click.option("--dataset", help="data.dataset"),
+        click.option("--data-dir", help="data.data_dir"),
+        click.option("--device", help="train.device (cpu or cuda)"),
+    ):
+        f = opt(f)
+    return f
+
+
+def _model_sections(backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None,
+                    data_dir=None, device=None, **_) -> dict:
+    return {"model": {"backbone": backbone, "hash_bits": hash_bits, "image_size": image_size,
+                      "pretrained": pretrained},
+            "data": {"dataset": dataset, "data_dir": data_dir}, "train": {"device": device}}
+
+
+@main.command()
+@model_options
+@click.option("--epochs", type=int, help="train.epochs")
+@click.pass_context
+def train(ctx: click.Context, epochs: int | None, **kw) -> None:
+    """Train the DPSH hashing model and print its MAP on the query split."""
+    from index_builder.dpsh import train as run_train
+
+    sections = _model_sections(**kw)
+    sections["train"]["epochs"] = epochs
+    cfg = _load(ctx, **sections)
+    result = _guard(run_train, cfg)
+    click.echo(f"trained {cfg.model.backbone} {cfg.model.hash_bits} bits: {_metrics(result.card)}")
+
+
+@main.command("build-index")
+@model_options
+@click.option("--kind", help="index.kind: flat | hash | multihash")
+@click.option("--db-url", help="index.db_url (SQLAlchemy URL)")
+@click.option("--no-cache", is_flag=True, help="hash every image through the whole model")
+@click.pass_context
+def build_index(ctx: click.Context, kind: str | None, db_url: str | None, no_cache: bool, **kw) -> None:
+    """Hash the database split into the FAISS index and the metadata store."""
+    from index_builder.build import build_index as run_build
+
+    sections = _model_sections(**kw)
+    sections["index"] = {"kind": kind, "db_url": db_url}
+    cfg = _load(ctx, **sections)
+    result = _guard(run_build, cfg, use_cache=not no_cache)
+    click.echo(f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
+               f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}")
+
+
+@main.command()
+@click.option("--host", help="server.host")
+@click.option("--port", type=int, help="server.port")
+@click.option("--threads", type=int, default=8, show_default=True, help="waitress worker threads")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
+    """Run the search server (waitress) on the built index."""
+    cfg = _load(ctx, server={"host": host, "port": port})
+    _serve(cfg, threads)
+
+
+def _serve(cfg: Config, threads: int = 8) -> None:
+    import waitress
+
+    from retrieval.server import create_app
+
+    app = _guard(create_app, cfg)
+    click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
+    waitress.serve(app, host=cfg.server.host, port=cfg.server.port, threads=threads,
+                   max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536)
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--radius", type=int, help="Hamming threshold, inclusive (default server.radius)")
+@click.option("--k", type=int, help="keep at most k nearest results")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+def search(ctx: click.Context, images: tuple[str, ...], radius: int | None, k: int | None,
+           as_json: bool) -> None:
+    """Search the local index with image files (no server needed)."""
+    from retrieval.codes import to_hex
+    from retrieval.imaging import load_image, to_tensor
+    from retrieval.search import open_searcher
+
+    cfg = _load(ctx)
+    searcher = _guard(open_searcher, cfg)
+    radius = cfg.server.radius if radius is None else radius
+    out = []
+    for path in images:
+        x = _guard(lambda p: to_tensor(load_image(p)), path).unsqueeze(0)
+        codes, hits = _guard(searcher.search_images, x, radius, k)
+        out.append({"image": path, "code": to_hex(codes[0]), "count": len(hits[0]),
+                    "results": [{"id": h.id, "distance": h.distance, "labels": list(h.labels)}
+                                for h in hits[0]]})
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for item in out:
+        click.echo(f"{item['image']}: code {item['code']}, {item['count']} results within radius {radius}")
+        for r in item["results"][:20]:
+            click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
+
+
+@main.command()
+@click.option("--port", type=int, help="server.port")
+@click.option("--no-serve", is_flag=True, help="stop after training and indexing")
+@click.pass_context
+def demo(ctx: click.Context, port: int | None, no_serve: bool) -> None:
+    """Train (unless a matching checkpoint exists), build the index (unless current), serve."""
+    from index_builder.build import build_index as run_build, index_is_current
+    from index_builder.dpsh import checkpoint_matches, train as run_train
+
+    cfg = _load(ctx, server={"port": port})
+    t0 = time.perf_counter()
+    if checkpoint_matches(cfg):
+        click.echo(f"reusing the trained model in {cfg.work_dir / 'model'}")
+    else:
+        result = _guard(run_train, cfg)
+        click.echo(f"trained: {_metrics(result.card)}")
+    if index_is_current(cfg):
+        click.echo(f"reusing the index in {cfg.work_dir / 'index'}")
+    else:
+        built = _guard(run_build, cfg)
+        click.echo(f"indexed {built.images} images")
+    click.echo(f"ready in {time.perf_counter() - t0:.0f} s")
+    if not no_serve:
+        _serve(cfg)
+
+
+def _metrics(card) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in card.metrics.items())
+
+
+def _guard(fn, *args, **kw):
+    """Run a library call, turning the errors users can fix into a one-line message."""
+    try:
+        return fn(*args, **kw)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

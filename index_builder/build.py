@@ -1,0 +1,108 @@
+"""Hash the database split into a FAISS binary index plus a SQL row per image, bound by a manifest.
+
+Crash safety: the old manifest is removed first, the index is written to a temporary name and
+renamed, the store is replaced in one transaction, and the manifest (with the checksums of
+all three) is written last, atomically. A build killed at any point leaves either no manifest
+or one whose checksums do not match, and the server refuses to start on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from index_builder.datasets import make_splits, open_dataset
+from index_builder.features import cached_features, encode_images, head_codes
+from retrieval.config import Config
+from retrieval.index import BinaryIndex
+from retrieval.manifest import Manifest, write_manifest
+from retrieval.model import file_sha256, load_checkpoint
+from retrieval.store import ImageRow, Store
+
+log = logging.getLogger(__name__)
+INDEX_FILE = "codes.faiss"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    images: int
+    hash_seconds: float
+    total_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.hash_seconds, 1e-9)
+
+
+def build_index(cfg: Config, *, use_cache: bool = True) -> BuildResult:
+    """Hash cfg's database split with the trained model in work_dir/model and write the service files.
+
+    ``use_cache`` reuses backbone features cached during training (frozen backbones only);
+    without it every image goes through the whole model.
+    """
+    t0 = time.perf_counter()
+    index_dir = cfg.work_dir / "index"
+    index_dir.mkdir(parents=True, exist_ok=True)
+    (index_dir / MANIFEST_FILE).unlink(missing_ok=True)
+
+    model, card = load_checkpoint(cfg.work_dir / "model")
+    device = cfg.train.device
+    model.to(device)
+    images = open_dataset(cfg.data, cfg.work_dir, card.image_size)
+    splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
+    ids = np.asarray(splits.database, dtype=np.int64)
+
+    t1 = time.perf_counter()
+    if use_cache and cfg.model.freeze_backbone:
+        feats = cached_features(model, images, ids, cfg.work_dir / "features",
+                                batch_size=cfg.index.batch_size, workers=cfg.index.workers,
+                                device=device, desc="hash database")
+        codes = head_codes(model, feats)
+    else:
+        codes = encode_images(model, images, ids, batch_size=cfg.index.batch_size,
+                              workers=cfg.index.workers, device=device)
+    hash_seconds = time.perf_counter() - t1
+
+    index = BinaryIndex.create(card.hash_bits, cfg.index.kind)
+    index.add(codes, ids)
+    index_path = index_dir / INDEX_FILE
+    index.save(index_path)
+
+    store = Store(cfg.db_url)
+    store.create()
+    label_sets = images.label_sets(ids)
+    store.replace_images(
+        (ImageRow(id=int(i), path=images.paths[int(i)], labels=tuple(lab), split="database",
+                  code=codes[r].tobytes()) for r, (i, lab) in enumerate(zip(ids, label_sets))),
+        images.label_names,
+    )
+    manifest = Manifest(
+        model_sha256=card.sha256, hash_bits=card.hash_bits, index_file=INDEX_FILE,
+        index_kind=cfg.index.kind, index_sha256=file_sha256(index_path), count=len(ids),
+        store_fingerprint=store.fingerprint(), db_url=cfg.db_url, image_root=str(images.root.resolve()),
+        dataset=cfg.data.dataset, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_manifest(index_dir / MANIFEST_FILE, manifest)
+    total = time.perf_counter() - t0
+    log.info("indexed %d images in %.1f s (hashing %.1f s)", len(ids), total, hash_seconds)
+    return BuildResult(manifest, len(ids), hash_seconds, total)
+
+
+def index_is_current(cfg: Config) -> bool:
+    """True when work_dir holds a manifest that matches the current model weights and config."""
+    from retrieval.manifest import read_manifest
+    from retrieval.model import read_card
+
+    try:
+        manifest = read_manifest(cfg.work_dir / "index" / MANIFEST_FILE)
+        card = read_card(cfg.work_dir / "model")
+    except (FileNotFoundError, ValueError):
+        return False
+    return (manifest.model_sha256 == card.sha256 and manifest.index_kind == cfg.index.kind
+            and manifest.db_url == cfg.db_url)

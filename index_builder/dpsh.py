@@ -1,0 +1,218 @@
+"""DPSH training (Li et al. 2015): pairwise likelihood + quantisation loss, resumable.
+
+loss = mean over pairs (i in batch, j in train set) of log(1 + exp(theta_ij)) - s_ij theta_ij,
+theta_ij = u_i . U_j / 2, s_ij = 1 when i and j share a label, plus eta * mean (u - sign u)^2.
+U is the bank of the latest outputs of every training image, as in the DPSH code. With a frozen
+backbone only the hash head trains, on cached features; otherwise the whole model trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from index_builder.datasets import ImageList, Splits, make_splits, open_dataset
+from index_builder.features import cached_features, encode_images, head_codes, loader
+from retrieval.config import Config
+from retrieval.metrics import mean_average_precision
+from retrieval.model import HashNet, ModelCard, read_card, save_checkpoint
+
+log = logging.getLogger(__name__)
+STATE_FILE = "train_state.pt"
+
+
+def dpsh_loss(u: torch.Tensor, bank: torch.Tensor, similar: torch.Tensor, eta: float) -> torch.Tensor:
+    """DPSH loss of batch outputs ``u`` (b, K) against the bank (m, K); ``similar`` is (b, m) 0/1."""
+    theta = 0.5 * u @ bank.T
+    # log(1 + exp(theta)) computed stably as log(1 + exp(-|theta|)) + max(theta, 0)
+    likelihood = torch.log1p(torch.exp(-theta.abs())) + theta.clamp(min=0) - similar * theta
+    return likelihood.mean() + eta * (u - u.sign()).pow(2).mean()
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    card: ModelCard
+    map: float
+    map_untrained: float
+
+
+def train_key(cfg: Config) -> dict:
+    """The settings a trained model depends on; a checkpoint is reused only when they match."""
+    return {"model": asdict(cfg.model), "data": asdict(cfg.data),
+            "train": {k: v for k, v in asdict(cfg.train).items() if k != "device"}}
+
+
+def checkpoint_matches(cfg: Config) -> bool:
+    try:
+        card = read_card(cfg.work_dir / "model")
+    except (FileNotFoundError, ValueError):
+        return False
+    return card.config == json.loads(json.dumps(train_key(cfg)))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config) -> TrainResult:
+    """Train the hash model of ``cfg`` and save it to work_dir/model with its model card."""
+    _seed_all(cfg.data.seed)
+    device = _device(cfg.train.device)
+    images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
+    splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
+    model = HashNet(cfg.model).to(device)
+    labels = torch.from_numpy(images.labels.astype(np.float32))
+    if cfg.model.freeze_backbone:
+        feats = _split_features(cfg, model, images, splits, device)
+        floor = _map_from_features(cfg, model, feats, images, splits)
+        _train_head(cfg, model, feats["train"], labels[splits.train], device)
+        result = _map_from_features(cfg, model, feats, images, splits)
+    else:
+        floor = _map_from_images(cfg, model, images, splits, device)
+        _train_full(cfg, model, images, splits, labels, device)
+        result = _map_from_images(cfg, model, images, splits, device)
+    metric = f"map@{cfg.train.map_topk}" if cfg.train.map_topk else "map@all"
+    card = model.card(dataset=cfg.data.dataset, label_names=images.label_names,
+                      metrics={metric: round(result, 4), f"{metric}_untrained": round(floor, 4)},
+                      config=train_key(cfg))
+    card = save_checkpoint(model.cpu(), cfg.work_dir / "model", card)
+    (cfg.work_dir / "model" / STATE_FILE).unlink(missing_ok=True)
+    log.info("%s on the query split: %.4f (untrained %.4f)", metric, result, floor)
+    return TrainResult(card, result, floor)
+
+
+def _device(name: str) -> str:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device is {name!r} but no CUDA device is available")
+    return name
+
+
+def _split_features(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
+                    device: str) -> dict[str, torch.Tensor]:
+    kw = dict(batch_size=cfg.index.batch_size, workers=cfg.index.workers, device=device)
+    cache = cfg.work_dir / "features"
+    db = cached_features(model, images, splits.database, cache, desc="database features", **kw)
+    query = cached_features(model, images, splits.query, cache, desc="query features", **kw)
+    row = {int(i): r for r, i in enumerate(splits.database)}
+    train = db[[row[int(i)] for i in splits.train]]
+    return {"database": db, "query": query, "train": train}
+
+
+def _map(cfg: Config, q_codes, db_codes, images: ImageList, splits: Splits) -> float:
+    return mean_average_precision(q_codes, images.labels[splits.query], db_codes,
+                                  images.labels[splits.database], db_ids=splits.database,
+                                  topk=cfg.train.map_topk).map
+
+
+def _map_from_features(cfg, model, feats, images, splits) -> float:
+    return _map(cfg, head_codes(model, feats["query"]), head_codes(model, feats["database"]),
+                images, splits)
+
+
+def _map_from_images(cfg, model, images, splits, device) -> float:
+    kw = dict(batch_size=cfg.index.batch_size, workers=cfg.index.workers, device=device)
+    return _map(cfg, encode_images(model, images, splits.query, **kw),
+                encode_images(model, images, splits.database, **kw), images, splits)
+
+
+def _state_path(cfg: Config) -> Path:
+    return cfg.work_dir / "model" / STATE_FILE
+
+
+def _resume(cfg: Config, module: torch.nn.Module, opt: torch.optim.Optimizer, bank: torch.Tensor) -> int:
+    """Load a saved training state if it was made with the same settings; returns the next epoch."""
+    path = _state_path(cfg)
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("key") != _key_digest(cfg):
+        log.warning("ignoring %s: it was saved with other settings", path)
+        return 0
+    module.load_state_dict(state["module"])
+    opt.load_state_dict(state["optimizer"])
+    bank.copy_(state["bank"])
+    log.info("resuming training at epoch %d from %s", state["epoch"], path)
+    return int(state["epoch"])
+
+
+def _save_state(cfg: Config, module, opt, bank: torch.Tensor, epoch: int) -> None:
+    path = _state_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": _key_digest(cfg), "module": module.state_dict(), "optimizer": opt.state_dict(),
+                "bank": bank.cpu(), "epoch": epoch}, tmp)
+    os.replace(tmp, path)
+
+
+def _key_digest(cfg: Config) -> str:
+    return hashlib.sha256(json.dumps(train_key(cfg), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.Tensor, device: str) -> None:
+    """Train the hash head on cached backbone features."""
+    n, bits = len(feats), model.hash_bits
+    opt = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr)
+    bank = torch.zeros(n, bits)
+    start = _resume(cfg, model.head, opt, bank)
+    bank, labels, feats = bank.to(device), labels.to(device), feats.to(device)
+    gen = torch.Generator().manual_seed(cfg.data.seed)
+    for _ in range(start):
+        torch.randperm(n, generator=gen)  # keep the shuffle sequence of an uninterrupted run
+    bar = tqdm(range(start, cfg.train.epochs), desc="train DPSH head", unit="epoch", initial=start,
+               total=cfg.train.epochs)
+    for epoch in bar:
+        model.head.train()
+        total = 0.0
+        for idx in torch.randperm(n, generator=gen).split(cfg.train.batch_size):
+            idx = idx.to(device)
+            u = model.head(feats[idx])
+            bank[idx] = u.detach()
+            loss = dpsh_loss(u, bank, (labels[idx] @ labels.T > 0).float(), cfg.train.eta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        bar.set_postfix(loss=f"{total / n:.4f}")
+        _save_state(cfg, model.head, opt, bank, epoch + 1)
+
+
+def _train_full(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
+                labels: torch.Tensor, device: str) -> None:
+    """Train backbone and head end to end on images (small_cnn, or fine-tuning on a GPU)."""
+    n, bits = len(splits.train), model.hash_bits
+    train_labels = labels[splits.train].to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    bank = torch.zeros(n, bits)
+    start = _resume(cfg, model, opt, bank)
+    bank = bank.to(device)
+    position = np.full(len(images), -1)
+    position[splits.train] = np.arange(n)  # ImageList index -> row in the bank
+    bar = tqdm(range(start, cfg.train.epochs), desc="train DPSH", unit="epoch", initial=start,
+               total=cfg.train.epochs)
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        batches = loader(images, splits.train, model.image_size, cfg.train.batch_size,
+                         cfg.index.workers, shuffle=True, seed=cfg.data.seed + epoch)
+        for x, index in batches:
+            pos = torch.from_numpy(position[index.numpy()]).to(device)
+            u = model(x.to(device))
+            bank[pos] = u.detach()
+            loss = dpsh_loss(u, bank, (train_labels[pos] @ train_labels.T > 0).float(), cfg.train.eta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(pos)
+        bar.set_postfix(loss=f"{total / n:.4f}")
+        _save_state(cfg, model, opt, bank, epoch + 1)
