@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from pathlib import Path
+
 import click
 
 from retrieval.config import Config, load_config, override
@@ -172,6 +174,128 @@ def demo(ctx: click.Context, port: int | None, no_serve: bool) -> None:
     click.echo(f"ready in {time.perf_counter() - t0:.0f} s")
     if not no_serve:
         _serve(cfg)
+
+
+def protection_options(f):
+    for opt in (
+        click.option("--mode", type=click.Choice(["semantic", "carrier", "untargeted"]), default="semantic",
+                     show_default=True, help="what to hide (see README)"),
+        click.option("--target-label", help="semantic mode: the label to point at (default: random other)"),
+        click.option("--strength", type=click.Choice(["low", "mid", "high"]), help="preset for --eps/--steps"),
+        click.option("--eps", type=float, help="L_inf budget in pixels [0, 1] (privacy.eps)"),
+        click.option("--steps", type=int, help="most PGD steps (privacy.steps)"),
+        click.option("--method", type=click.Choice(["rnm", "tanh", "noise"]), help="privacy.method"),
+        click.option("--variant", type=click.Choice(["margin", "proximal", "literal"]),
+                     help="privacy.rnm_variant (literal = the paper's eq. 12 as written)"),
+        click.option("--margin", type=float, help="privacy.margin: keep bits this far past 0"),
+        click.option("--private", type=click.Path(exists=True, dir_okay=False),
+                     help="carrier mode: the private image whose results the carrier should retrieve"),
+    ):
+        f = opt(f)
+    return f
+
+
+def _privacy_config(ctx: click.Context, strength, eps, steps, method, variant, margin) -> Config:
+    from privacy.client import apply_strength
+
+    cfg = _load(ctx)
+    try:
+        preset = apply_strength(cfg.privacy, strength)  # flags given explicitly win over the preset
+        return override(cfg, privacy={"eps": eps if eps is not None else preset.eps,
+                                      "steps": steps if steps is not None else preset.steps,
+                                      "method": method, "rnm_variant": variant, "margin": margin})
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _protector(cfg: Config, server_url: str | None):
+    """A Protector on the server's model (downloaded, sha256-checked) or on the local one."""
+    from privacy.client import Protector, Server
+
+    if server_url:
+        server = Server(server_url)
+        model, _ = _guard(server.model, cfg.work_dir / "client-cache")
+        counts = _guard(server.labels)
+        return Protector(model, cfg.privacy, lambda l: server.anchors(l, cfg.privacy.n_anchor,
+                                                                    cfg.privacy.seed), counts), server
+    from retrieval.model import load_checkpoint
+    from retrieval.store import Store
+
+    model, _ = _guard(load_checkpoint, cfg.work_dir / "model")
+    store = Store(cfg.db_url)
+    anchors = lambda l: store.codes_with_label(l, cfg.privacy.n_anchor, cfg.privacy.seed)[1]  # noqa: E731
+    return Protector(model, cfg.privacy, anchors, _guard(store.label_counts)), None
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@protection_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output folder (default: beside each input)")
+@click.option("--server", "server_url", help="use this server's model and anchors (default: the local ones)")
+@click.option("--overwrite", is_flag=True, help="protect again files that already have an output")
+@click.pass_context
+def protect(ctx, inputs, mode, target_label, strength, eps, steps, method, variant, margin, private,
+            out_dir, server_url, overwrite) -> None:
+    """Protect images (files or folders) before they go anywhere; writes NAME.protected.png."""
+    from privacy.batch import protect_files
+
+    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
+    protector, _ = _protector(cfg, server_url)
+    click.echo("Outputs are PNG at the original resolution, EXIF orientation applied, and ALL metadata "
+               "(EXIF, GPS, ICC, text) removed.")
+    done = skipped = failed = 0
+    for outcome in _guard(lambda: list(protect_files(
+            protector, list(inputs), mode=mode, out_dir=Path(out_dir) if out_dir else None,
+            target_label=target_label, private=Path(private) if private else None, overwrite=overwrite))):
+        if outcome.error:
+            failed += 1
+            click.echo(f"FAILED {outcome.source}: {outcome.error}", err=True)
+        elif outcome.protected is None:
+            skipped += 1
+            click.echo(f"skipped {outcome.source}: {outcome.output} exists (--overwrite redoes it)")
+        else:
+            done += 1
+            p = outcome.protected
+            click.echo(f"{outcome.source} -> {outcome.output}: {p.iterations} iterations, Hamming to target "
+                       f"{p.distance}, PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255"
+                       + (f", target label {p.target_label}" if p.target_label else ""))
+    click.echo(f"{done} protected, {skipped} skipped, {failed} failed")
+    if failed:
+        ctx.exit(1)
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--server", "server_url", required=True, help="search server URL, e.g. http://127.0.0.1:5000")
+@click.option("--protect", "do_protect", is_flag=True, help="protect locally and send only the protected image")
+@protection_options
+@click.option("--radius", type=int, help="Hamming threshold, inclusive")
+@click.option("--k", type=int, help="at most k results")
+@click.pass_context
+def query(ctx, image, server_url, do_protect, mode, target_label, strength, eps, steps, method, variant,
+          margin, private, radius, k) -> None:
+    """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
+    from retrieval.imaging import load_image, to_png, to_tensor
+
+    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
+    pixels = _guard(lambda: to_tensor(load_image(image)))
+    if do_protect:
+        protector, server = _protector(cfg, server_url)
+        private_px = to_tensor(load_image(private)) if private else None
+        p = _guard(protector.protect, pixels, mode, target_label=target_label, private=private_px)
+        click.echo(f"protected locally ({mode}): {p.iterations} iterations, Hamming to target {p.distance}, "
+                   f"PSNR {p.psnr:.1f} dB; sending only the protected image")
+        payload = p.png()
+    else:
+        from privacy.client import Server
+
+        server = Server(server_url)
+        click.echo("sending the image as it is (no protection)")
+        payload = to_png(pixels)
+    answer = _guard(server.search, payload, radius, k)
+    click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
+    for r in answer["results"][:20]:
+        click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
 
 
 def _metrics(card) -> str:

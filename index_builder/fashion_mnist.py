@@ -14,7 +14,7 @@ import gzip
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -136,7 +136,9 @@ def export(data_dir: str | Path, work_dir: Path, image_size: int, num_query: int
         return target
     images, labels = load_idx(data_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()  # not mkdtemp: its mode 0700 would hide the export from a server run as another user
+    log.info("exporting %d Fashion-MNIST images at %dpx to %s", len(ids), image_size, target)
     try:
         _write(tmp, images, labels, ids, image_size)
         _install(tmp, target, expected)
@@ -172,6 +174,9 @@ def _write(folder: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray
 def _install(tmp: Path, target: Path, expected: list[str]) -> None:
     """Rename tmp into place, replacing a stale export; a concurrent identical export wins."""
     old = None
+    if _is_complete(target, expected):
+        log.info("another process finished the same export first: %s", target)
+        return
     if target.exists():
         old = target.with_name(f"{tmp.name}.old")
         log.warning("replacing Fashion-MNIST export %s: it holds a different sample", target)

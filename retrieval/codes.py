@@ -13,6 +13,7 @@ import torch
 
 SUPPORTED_BITS = (16, 24, 32, 48, 64)
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -82,11 +83,10 @@ def parse(text: str, hash_bits: int) -> np.ndarray:
     if len(s) == hash_bits and set(s) <= {"0", "1"}:
         return pack(np.array([[c == "1" for c in s]]))
     if len(s) == hash_bits // 4:
-        try:
-            raw = bytes.fromhex(s)
-        except ValueError:
-            raise ValueError(f"code {text!r} is not valid hex") from None
-        return np.frombuffer(raw, dtype=np.uint8).reshape(1, -1).copy()
+        # bytes.fromhex skips spaces, which would give a code of the wrong width
+        if not set(s) <= _HEX_DIGITS:
+            raise ValueError(f"code {text!r} is not valid hex")
+        return np.frombuffer(bytes.fromhex(s), dtype=np.uint8).reshape(1, -1).copy()
     raise ValueError(
         f"code must be {hash_bits // 4} hex digits or {hash_bits} binary digits for "
         f"{hash_bits}-bit codes; got {len(s)} characters"

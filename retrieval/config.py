@@ -88,11 +88,13 @@ class ServerConfig:
     port: int = 5000
     radius: int = 2
     max_k: int = 1000
-    max_upload_mb: float = 8
+    max_upload_mb: float = 8.0  # a float default, so that 0.5 in config.toml is accepted
     admin_token: str = ""
 
     def __post_init__(self) -> None:
         _int_range("server.port", self.port, 0, 65535)
+        if not 0 < self.max_upload_mb <= 4096:
+            raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")
         _int_range("server.radius", self.radius, 0, 64)
         _int_range("server.max_k", self.max_k, 1, 10**6)
 

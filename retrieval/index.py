@@ -1,0 +1,252 @@
+"""BinaryIndex: exact Hamming retrieval over FAISS binary indexes, with an inclusive radius.
+
+FAISS's ``range_search`` keeps distances strictly below its radius; this module is the only
+place that knows it and passes ``radius + 1``. Every result list is sorted by (distance, id),
+so ties at a cut-off are broken by id, the same way on every index kind.
+
+Kinds, all wrapped in ``IndexBinaryIDMap2`` so that ids are ours and ``ids()`` works:
+
+* ``flat``: ``IndexBinaryFlat``, a brute-force scan; exact for every radius and k.
+* ``hash``: ``IndexBinaryHash`` keyed on ``b`` bits of the code. A query visits the buckets whose
+  keys differ in at most ``nflip`` bits; an item at distance <= r has a key at distance <= r,
+  so setting ``nflip = min(r, b)`` per query makes range search exact. The cost grows as
+  sum_{i<=r} C(b, i) bucket look-ups, so it pays for small radii only.
+* ``multihash``: ``IndexBinaryMultiHash`` with ``nhash`` disjoint ``b``-bit keys (multi-index
+  hashing). By pigeonhole an item at distance <= r has some key at distance <= r // nhash, so
+  ``nflip = r // nhash`` per query is exact (FAISS's own rule "exact while nflip >= r" is
+  sufficient but looser).
+
+k-NN is exact on every kind: flat asks FAISS for the k-th distance; the hash kinds widen an
+exact range search until it holds k items. The per-query ``nflip`` is set under a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import threading
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retrieval.codes import as_codes, check_bits
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "hash", "multihash")
+Results = list[tuple[np.ndarray, np.ndarray]]  # per query: (ids int64, distances int64)
+_PAD = 8  # FAISS hash indexes read keys as 8-byte words, possibly past a short code's end
+
+
+class BinaryIndex:
+    """Packed (n, K/8) uint8 codes with int64 ids; exact range and k-NN search."""
+
+    def __init__(self, index: faiss.IndexBinaryIDMap2) -> None:
+        """Wrap a loaded or created ``IndexBinaryIDMap2``; use :meth:`create` or :meth:`load`."""
+        if not isinstance(index, faiss.IndexBinaryIDMap2):
+            raise TypeError(f"expected faiss.IndexBinaryIDMap2; got {type(index).__name__}")
+        self._index = index
+        self._sub = faiss.downcast_IndexBinary(index.index)
+        self.kind = _kind_of(self._sub)
+        self.hash_bits = check_bits(int(index.d))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, hash_bits: int, kind: str = "flat", *, b: int | None = None,
+               nhash: int | None = None) -> "BinaryIndex":
+        """An empty index. ``b`` (key bits) and ``nhash`` (keys) tune the hash kinds only.
+
+        Defaults: hash keys on min(K, 16) bits (65,536 buckets); multihash uses 16-bit keys
+        for K >= 32 and 8-bit keys below, as many disjoint keys as fit in K (2 to 4).
+        """
+        check_bits(hash_bits)
+        if kind == "flat":
+            sub = faiss.IndexBinaryFlat(hash_bits)
+        elif kind == "hash":
+            b = min(hash_bits, 16) if b is None else b
+            _check_int("b", b, 1, min(hash_bits, 32))
+            sub = faiss.IndexBinaryHash(hash_bits, b)
+        elif kind == "multihash":
+            b = (16 if hash_bits >= 32 else 8) if b is None else b
+            _check_int("b", b, 1, min(hash_bits, 32))
+            nhash = hash_bits // b if nhash is None else nhash
+            _check_int("nhash", nhash, 1, hash_bits // b)
+            sub = faiss.IndexBinaryMultiHash(hash_bits, nhash, b)
+        else:
+            raise ValueError(f"index kind must be one of {KINDS}; got {kind!r}")
+        index = faiss.IndexBinaryIDMap2(sub)
+        self = cls(index)
+        self._sub = sub  # keep the Python owner of the sub-index alive with the wrapper
+        return self
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """All stored ids, in insertion order. Shape: (ntotal,) int64."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+
+    def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Add codes under the given ids; ids must be new and unique."""
+        codes = self._check_codes(codes)
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] != codes.shape[0] or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a 1-D integer array of length {codes.shape[0]}; "
+                             f"got dtype {ids.dtype}, shape {ids.shape}")
+        ids = ids.astype(np.int64)
+        if np.unique(ids).size != ids.size:
+            raise ValueError("ids must be unique; got duplicates")
+        clash = np.intersect1d(ids, self.ids())
+        if clash.size:
+            raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
+        with self._lock:
+            self._index.add_with_ids(_padded(codes), ids)
+
+    def range_search(self, codes: np.ndarray, radius: int) -> Results:
+        """Items within Hamming distance ``radius`` (inclusive) of each query, nearest first."""
+        codes = self._check_codes(codes)
+        radius = self._check_radius(radius)
+        return self._range(codes, radius)
+
+    def knn(self, codes: np.ndarray, k: int) -> Results:
+        """The min(k, ntotal) nearest items of each query, ties broken by smaller id."""
+        codes = self._check_codes(codes)
+        _check_int("k", k, 1, 2**31 - 1)
+        k = min(int(k), self.ntotal)
+        if k == 0:
+            empty = (np.empty(0, np.int64), np.empty(0, np.int64))
+            return [empty for _ in range(codes.shape[0])]
+        kth = self._kth_distances(codes, k)
+        out: Results = [None] * codes.shape[0]  # type: ignore[list-item]
+        for r in np.unique(kth):  # one exact range search per distinct k-th distance
+            rows = np.flatnonzero(kth == r)
+            for row, (ids, dist) in zip(rows, self._range(codes[rows], int(r))):
+                out[row] = (ids[:k], dist[:k])
+        return out
+
+    def search(self, codes: np.ndarray, radius: int, k: int | None = None) -> Results:
+        """Inclusive-radius results, cut to the k nearest (ties by id) when k is given."""
+        results = self.range_search(codes, radius)
+        if k is None:
+            return results
+        _check_int("k", k, 1, 2**31 - 1)
+        return [(ids[:k], dist[:k]) for ids, dist in results]
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a temporary file in the same folder, then os.replace."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with self._lock:
+            data = faiss.serialize_index_binary(self._index)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data.tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("saved %s index of %d codes to %s", self.kind, self.ntotal, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BinaryIndex":
+        """Read an index written by :meth:`save`; ValueError names the file if it is unusable."""
+        path = Path(path)
+        try:
+            data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no index file at {path}; run `hashveil build-index` first") from None
+        except OSError as e:
+            raise ValueError(f"cannot read index file {path}: {e}") from None
+        try:
+            index = faiss.deserialize_index_binary(data)
+        except RuntimeError as e:
+            raise ValueError(f"index file {path} is corrupt or not a FAISS binary index: "
+                             f"{str(e).splitlines()[-1]}") from None
+        if not isinstance(index, faiss.IndexBinaryIDMap2):
+            raise ValueError(f"index file {path} holds a {type(index).__name__}, not an IndexBinaryIDMap2")
+        try:
+            return cls(index)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"index file {path} is not a hashveil index: {e}") from None
+
+    # FAISS mechanics below
+
+    def _range(self, codes: np.ndarray, radius: int) -> Results:
+        """Exact inclusive range search on validated input; sorted by (distance, id)."""
+        with self._lock:
+            self._set_nflip(radius)
+            lims, dist, ids = self._index.range_search(_padded(codes), radius + 1)
+        out: Results = []
+        for i in range(codes.shape[0]):
+            d = dist[lims[i]:lims[i + 1]].astype(np.int64)
+            j = ids[lims[i]:lims[i + 1]].astype(np.int64)
+            order = np.lexsort((j, d))
+            out.append((j[order], d[order]))
+        return out
+
+    def _set_nflip(self, radius: int) -> None:
+        """Make the hash kinds exact for ``radius`` (see the module docstring)."""
+        if self.kind == "hash":
+            self._sub.nflip = min(radius, int(self._sub.b))
+        elif self.kind == "multihash":
+            self._sub.nflip = min(radius // int(self._sub.nhash), int(self._sub.b))
+
+    def _kth_distances(self, codes: np.ndarray, k: int) -> np.ndarray:
+        """Distance of each query's k-th nearest item (k <= ntotal). Shape: (n,) int64."""
+        if self.kind == "flat":
+            with self._lock:
+                dist, _ = self._index.search(_padded(codes), k)
+            return dist[:, k - 1].astype(np.int64)
+        kth = np.empty(codes.shape[0], dtype=np.int64)
+        for i in range(codes.shape[0]):
+            radius = 0
+            while True:  # widen until k items are in; radius K holds everything
+                found = self._range(codes[i:i + 1], radius)[0][1]
+                if found.size >= k or radius == self.hash_bits:
+                    kth[i] = found[k - 1]
+                    break
+                radius = min(self.hash_bits, max(1, 2 * radius))
+        return kth
+
+    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
+        codes = as_codes(codes)
+        if codes.shape[1] * 8 != self.hash_bits:
+            raise ValueError(f"codes must have {self.hash_bits // 8} bytes per row for "
+                             f"{self.hash_bits}-bit codes; got shape {codes.shape}")
+        return codes
+
+    def _check_radius(self, radius: int) -> int:
+        _check_int("radius", radius, 0, self.hash_bits)
+        return int(radius)
+
+
+def _padded(codes: np.ndarray) -> np.ndarray:
+    """A copy of ``codes`` backed by a buffer with spare bytes after its end.
+
+    IndexBinaryHash and IndexBinaryMultiHash read each key as a uint64 from the code's first
+    byte (then mask it), reading up to 7 bytes beyond a short code such as a 16-bit one.
+    """
+    n, width = codes.shape
+    buf = np.zeros(n * width + _PAD, dtype=np.uint8)
+    buf[: n * width] = codes.ravel()
+    return buf[: n * width].reshape(n, width)
+
+
+def _kind_of(sub: faiss.IndexBinary) -> str:
+    if isinstance(sub, faiss.IndexBinaryFlat):
+        return "flat"
+    if isinstance(sub, faiss.IndexBinaryHash):
+        return "hash"
+    if isinstance(sub, faiss.IndexBinaryMultiHash):
+        return "multihash"
+    raise ValueError(f"unsupported FAISS sub-index {type(sub).__name__}; expected one of {KINDS}")
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}]; got {value!r}")

@@ -1,0 +1,218 @@
+"""The retrieval service's JSON API: ``create_app(cfg)`` and the ``api`` blueprint under /api.
+
+Bad input is the client's fault and gets a JSON 4xx, never a 500: ValueError and TypeError
+raised while handling a request (by the parsing here or by the library) become 400 with the
+message. Images are served by database id only. Every search is written to the query log,
+uploads exactly as received, because that is what a real service can do with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import asdict
+from typing import Any
+
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request, send_file, url_for
+from werkzeug.exceptions import HTTPException
+
+from retrieval.codes import parse, to_hex
+from retrieval.config import Config
+from retrieval.imaging import decode_image, load_image, to_png, to_tensor
+from retrieval.model import WEIGHTS_FILE
+from retrieval.search import Hit, Searcher, open_searcher
+
+log = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+_INT = re.compile(r"[+-]?\d{1,18}")
+DEFAULT_ANCHORS = 9
+MAX_ANCHORS = 100
+THUMB_MIN, THUMB_MAX = 16, 512
+
+
+def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
+    """Build the Flask app around one searcher (opened from cfg's work_dir when not given)."""
+    searcher = open_searcher(cfg) if searcher is None else searcher
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(cfg.server.max_upload_mb * 1024 * 1024)
+    app.config["HASHVEIL_CONFIG"] = cfg
+    app.extensions["hashveil_searcher"] = searcher
+    app.register_blueprint(api)
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+def _searcher() -> Searcher:
+    return current_app.extensions["hashveil_searcher"]
+
+
+def _cfg() -> Config:
+    return current_app.config["HASHVEIL_CONFIG"]
+
+
+# errors
+
+
+def _http_error(e: HTTPException) -> Any:
+    """JSON bodies for HTTP errors under /api (413, 404, 405, ...); other paths keep Flask's."""
+    if not request.path.startswith(api.url_prefix or "/api"):
+        return e
+    resp = jsonify(error=e.description)
+    resp.status_code = e.code or 500
+    valid = getattr(e, "valid_methods", None)
+    if valid:
+        resp.headers["Allow"] = ", ".join(valid)
+    return resp
+
+
+@api.errorhandler(ValueError)
+@api.errorhandler(TypeError)
+def _bad_input(e: Exception) -> tuple[Response, int]:
+    return jsonify(error=str(e)), 400
+
+
+# request parsing
+
+
+def _json_body() -> dict[str, Any]:
+    """The JSON object of a JSON request, {} for other requests; 400 if it is not an object."""
+    if not request.is_json:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValueError("request body must be a JSON object")
+    return body
+
+
+def _int_param(name: str, default: int | None, lo: int, hi: int,
+               body: dict[str, Any] | None = None) -> int | None:
+    """An int from the JSON body, else a form field, else a query arg; default when absent."""
+    if body and name in body:
+        raw = body[name]
+    else:
+        raw = request.form.get(name, request.args.get(name))
+    if raw is None or raw == "":
+        return default
+    value = None
+    if isinstance(raw, str) and _INT.fullmatch(raw.strip()):
+        value = int(raw.strip())
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    if value is None or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}]; got {raw!r}")
+    return value
+
+
+def _hit_json(hit: Hit) -> dict[str, Any]:
+    return {"id": hit.id, "distance": hit.distance, "labels": list(hit.labels),
+            "image_url": url_for("api.image", image_id=hit.id)}
+
+
+# views
+
+
+@api.post("/search")
+def search() -> Response:
+    """Search by an uploaded image (multipart field ``image``) or by a code (JSON ``code``)."""
+    s, cfg = _searcher(), _cfg()
+    body = _json_body()
+    radius = _int_param("radius", cfg.server.radius, 0, s.hash_bits, body)
+    k = _int_param("k", None, 1, cfg.server.max_k, body)
+    upload = request.files.get("image")
+    if upload is not None:
+        data: bytes | None = upload.read()
+        tensor = to_tensor(decode_image(data))[None]
+        codes, hit_lists = s.search_images(tensor, radius, k)
+        code, hits, upload_type = codes[0], hit_lists[0], "image"
+    else:
+        text = body.get("code", request.form.get("code"))
+        if text is None:
+            raise ValueError("send an image as multipart field 'image', or JSON {\"code\": \"<hex>\"}")
+        data, upload_type = None, "code"
+        code = parse(text, s.hash_bits)[0]
+        hits = s.search_code(code, radius, k)
+    s.store.log_query(code=code.tobytes(), radius=radius, k=k, result_ids=[h.id for h in hits],
+                      upload=data, upload_type=upload_type, remote_addr=request.remote_addr)
+    return jsonify(code=to_hex(code), radius=radius, k=k, count=len(hits),
+                   results=[_hit_json(h) for h in hits])
+
+
+@api.get("/images/<int:image_id>")
+def image(image_id: int) -> Response:
+    """A database image by id, or a PNG thumbnail of at most ``size`` pixels a side."""
+    size = _int_param("size", None, THUMB_MIN, THUMB_MAX)
+    try:
+        path = _searcher().image_path(image_id)
+    except KeyError:
+        abort(404, f"no image with id {image_id}")
+    if not path.is_file():
+        log.warning("image %d is in the store but its file %s is missing", image_id, path)
+        abort(404, f"the file of image {image_id} is missing")
+    if size is None:
+        return send_file(path, max_age=3600)
+    try:
+        img = load_image(path)
+    except ValueError as e:  # a broken stored file is the server's fault, not the client's
+        raise RuntimeError(str(e)) from None
+    img.thumbnail((size, size))
+    return Response(to_png(img), mimetype="image/png")
+
+
+@api.get("/model")
+def model_card() -> Response:
+    card = _searcher().card
+    return jsonify({**asdict(card), "weights_url": url_for("api.model_weights"), "sha256": card.sha256})
+
+
+@api.get("/model/weights")
+def model_weights() -> Response:
+    """The safetensors weights; refuses to serve a file that is not the loaded model's."""
+    card = _searcher().card
+    path = _cfg().work_dir / "model" / WEIGHTS_FILE
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        log.error("weights file %s has sha256 %s but the served model has %s", path, digest, card.sha256)
+        abort(503, "the weights on disk changed since the server loaded its model; restart the server")
+    resp = Response(data, mimetype="application/octet-stream")
+    resp.headers["X-SHA256"] = digest
+    resp.headers["Content-Disposition"] = f"attachment; filename={WEIGHTS_FILE}"
+    return resp
+
+
+@api.get("/anchors")
+def anchors() -> Response:
+    """Ids and codes (never images) of n database items with a label, for target codes."""
+    store = _searcher().store
+    label = request.args.get("label", "")
+    if not label:
+        raise ValueError("query arg 'label' is required")
+    n = _int_param("n", DEFAULT_ANCHORS, 1, MAX_ANCHORS)
+    seed = _int_param("seed", 0, 0, 2**32 - 1)
+    if label not in store.label_names():
+        abort(404, f"unknown label {label!r}")
+    ids, codes = store.codes_with_label(label, n, seed)
+    return jsonify(label=label, seed=seed, count=len(ids), ids=ids.tolist(),
+                   codes=[to_hex(c) for c in codes])
+
+
+@api.get("/labels")
+def labels() -> Response:
+    counts = _searcher().store.label_counts()
+    return jsonify(labels=[{"name": name, "count": n} for name, n in counts.items()])
+
+
+@api.get("/health")
+def health() -> Response:
+    s = _searcher()
+    return jsonify(status="ok", items=s.index.ntotal, hash_bits=s.hash_bits)
+
+
+@api.get("/stats")
+def stats() -> Response:
+    s = _searcher()
+    return jsonify(items=s.index.ntotal, hash_bits=s.hash_bits, index_kind=s.index.kind,
+                   backbone=s.card.backbone, dataset=s.card.dataset, metrics=s.card.metrics)

@@ -1,0 +1,292 @@
+"""The service's metadata: database images, label names in order, and the query log.
+
+SQLAlchemy 2.x models behind a small :class:`Store`. Every method opens and closes its own
+session in one transaction, so a Store can be shared by threads and nothing needs tearing
+down per request. Rows leave as frozen dataclasses, never as ORM objects bound to a session.
+The query log keeps uploads exactly as received: that retention is the threat the privacy
+layer answers, so it is modelled rather than hidden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (DateTime, Integer, LargeBinary, String, Text, create_engine, delete, event,
+                        func, insert, make_url, select)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000  # rows per INSERT batch and per streamed read
+_IN_CHUNK = 500  # ids per IN (...) clause, below every backend's bound-parameter limit
+UPLOAD_TYPES = ("image", "code")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRecord(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    path: Mapped[str] = mapped_column(String(1024))
+    labels: Mapped[str] = mapped_column(Text)  # JSON list of label names
+    split: Mapped[str] = mapped_column(String(32))
+    code: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LabelRecord(Base):
+    __tablename__ = "labels"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, unique=True)
+
+
+class QueryLogRecord(Base):
+    __tablename__ = "query_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    code: Mapped[bytes] = mapped_column(LargeBinary)
+    radius: Mapped[int] = mapped_column(Integer)
+    k: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    result_ids: Mapped[str] = mapped_column(Text)  # JSON list of ids
+    upload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    upload_type: Mapped[str] = mapped_column(String(16))
+    remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One database image; ``path`` is relative to the manifest's image_root."""
+
+    id: int
+    path: str
+    labels: tuple[str, ...]
+    split: str
+    code: bytes  # one packed code, K/8 bytes
+
+
+@dataclass(frozen=True)
+class QueryLogRow:
+    id: int
+    created_at: datetime  # UTC
+    code: bytes
+    radius: int
+    k: int | None
+    result_ids: tuple[int, ...]
+    upload: bytes | None
+    upload_type: str
+    remote_addr: str | None
+
+
+class Store:
+    """Images, labels and query log behind any SQLAlchemy URL (SQLite by default config)."""
+
+    def __init__(self, url: str) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"store url must be a non-empty SQLAlchemy URL; got {url!r}")
+        self.url = make_url(url)
+        self.engine = _make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+
+    def create(self) -> None:
+        """Create the tables that are missing (and the SQLite file's folder)."""
+        if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def replace_images(self, rows: Iterable[ImageRow], label_names: Sequence[str]) -> int:
+        """Swap in a whole new database of images and labels in one transaction; returns the count.
+
+        Readers see either the old set or the new one, never a mix.
+        """
+        names = list(label_names)
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"label_names must be distinct non-empty strings; got {names!r}")
+        known, count, width = set(names), 0, None
+        with self._session() as s, s.begin():
+            s.execute(delete(ImageRecord))
+            s.execute(delete(LabelRecord))
+            if names:
+                s.execute(insert(LabelRecord), [{"name": n, "position": i} for i, n in enumerate(names)])
+            for batch in _batches(rows, BATCH):
+                width = _check_rows(batch, known, width)
+                s.execute(insert(ImageRecord), [_image_values(r) for r in batch])
+                count += len(batch)
+        log.info("stored %d images with %d labels", count, len(names))
+        return count
+
+    def images(self, ids: Iterable[int]) -> dict[int, ImageRow]:
+        """Rows for the given ids; ids that are not stored are absent from the result."""
+        wanted = [_as_id(i) for i in ids]
+        out: dict[int, ImageRow] = {}
+        with self._session() as s, s.begin():
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start:start + _IN_CHUNK]
+                for rec in s.scalars(select(ImageRecord).where(ImageRecord.id.in_(chunk))):
+                    out[rec.id] = _image_row(rec)
+        return out
+
+    def count(self) -> int:
+        with self._session() as s, s.begin():
+            return int(s.scalar(select(func.count()).select_from(ImageRecord)))
+
+    def label_names(self) -> list[str]:
+        """Label names in their training order (the order of the model's label vectors)."""
+        with self._session() as s, s.begin():
+            return list(s.scalars(select(LabelRecord.name).order_by(LabelRecord.position)))
+
+    def label_counts(self) -> dict[str, int]:
+        """Number of images carrying each label, in label order (0 for unused labels)."""
+        with self._session() as s, s.begin():
+            names = list(s.scalars(select(LabelRecord.name).order_by(LabelRecord.position)))
+            # many images share a label set: count the JSON texts first, parse each once
+            texts = Counter(s.scalars(select(ImageRecord.labels)))
+        counts = dict.fromkeys(names, 0)
+        for text, n in texts.items():
+            for name in json.loads(text):
+                counts[name] = counts.get(name, 0) + n
+        return counts
+
+    def codes_with_label(self, label: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """min(n, available) images carrying ``label``, drawn reproducibly from ``seed``.
+
+        Returns: ids (m,) int64 ascending and their packed codes (m, K/8) uint8.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive int; got {n!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+        if not isinstance(label, str):
+            raise TypeError(f"label must be a string; got {label!r}")
+        with self._session() as s, s.begin():
+            if s.get(LabelRecord, label) is None:
+                raise ValueError(f"unknown label {label!r}")
+            pattern = ImageRecord.labels.contains(json.dumps(label), autoescape=True)
+            found = s.execute(select(ImageRecord.id, ImageRecord.labels, ImageRecord.code)
+                              .where(pattern).order_by(ImageRecord.id)).all()
+        found = [(i, c) for i, text, c in found if label in json.loads(text)]
+        pick = np.random.default_rng(seed).permutation(len(found))[:n]
+        pick.sort()
+        ids = np.array([found[p][0] for p in pick], dtype=np.int64)
+        width = len(found[0][1]) if found else 0
+        codes = np.frombuffer(b"".join(bytes(found[p][1]) for p in pick), dtype=np.uint8)
+        return ids, codes.reshape(len(pick), width).copy()
+
+    def fingerprint(self) -> str:
+        """sha256 over every (id, code) in id order: changes whenever any code or id does."""
+        h = hashlib.sha256()
+        last = None
+        with self._session() as s, s.begin():
+            while True:  # keyset pages: bounded memory on any backend
+                q = select(ImageRecord.id, ImageRecord.code).order_by(ImageRecord.id).limit(BATCH)
+                page = s.execute(q if last is None else q.where(ImageRecord.id > last)).all()
+                for image_id, code in page:
+                    h.update(int(image_id).to_bytes(8, "little", signed=True))
+                    h.update(len(code).to_bytes(4, "little") + bytes(code))
+                if len(page) < BATCH:
+                    return h.hexdigest()
+                last = page[-1][0]
+
+    def log_query(self, *, code: bytes, radius: int, k: int | None, result_ids: Sequence[int],
+                  upload: bytes | None, upload_type: str, remote_addr: str | None) -> int:
+        """Record one query (uploaded bytes as received); returns the log row's id."""
+        if upload_type not in UPLOAD_TYPES:
+            raise ValueError(f"upload_type must be one of {UPLOAD_TYPES}; got {upload_type!r}")
+        rec = QueryLogRecord(
+            created_at=datetime.now(timezone.utc), code=bytes(code), radius=int(radius),
+            k=None if k is None else int(k), result_ids=json.dumps([int(i) for i in result_ids]),
+            upload=None if upload is None else bytes(upload), upload_type=upload_type,
+            remote_addr=remote_addr,
+        )
+        with self._session() as s, s.begin():
+            s.add(rec)
+            s.flush()
+            return int(rec.id)
+
+    def query_log(self, limit: int = 100, offset: int = 0) -> list[QueryLogRow]:
+        """Logged queries, newest first."""
+        if not isinstance(limit, int) or not isinstance(offset, int) or limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be non-negative ints; got {limit!r}, {offset!r}")
+        q = select(QueryLogRecord).order_by(QueryLogRecord.id.desc()).limit(limit).offset(offset)
+        with self._session() as s, s.begin():
+            return [_log_row(r) for r in s.scalars(q)]
+
+
+def _make_engine(url: str):
+    """An engine; SQLite gets WAL and a busy timeout so readers and a writer can overlap."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database in (None, "", ":memory:"):  # one shared in-memory database, not one per thread
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    return engine
+
+
+def _batches(rows: Iterable[ImageRow], size: int) -> Iterator[list[ImageRow]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _check_rows(batch: list[ImageRow], known: set[str], width: int | None) -> int | None:
+    """Validate a batch before it is written; returns the common code width."""
+    for row in batch:
+        if not isinstance(row, ImageRow):
+            raise TypeError(f"rows must be ImageRow; got {type(row).__name__}")
+        unknown = set(row.labels) - known
+        if unknown:
+            raise ValueError(f"image {row.id} has labels not in label_names: {sorted(unknown)}")
+        width = len(row.code) if width is None else width
+        if len(row.code) != width or width == 0:
+            raise ValueError(f"image {row.id} has a {len(row.code)}-byte code; expected {width} bytes")
+    return width
+
+
+def _image_values(row: ImageRow) -> dict:
+    return {"id": _as_id(row.id), "path": row.path, "labels": json.dumps(list(row.labels)),
+            "split": row.split, "code": bytes(row.code)}
+
+
+def _image_row(rec: ImageRecord) -> ImageRow:
+    return ImageRow(rec.id, rec.path, tuple(json.loads(rec.labels)), rec.split, bytes(rec.code))
+
+
+def _log_row(rec: QueryLogRecord) -> QueryLogRow:
+    created = rec.created_at
+    if created.tzinfo is None:  # SQLite drops the zone; values were written in UTC
+        created = created.replace(tzinfo=timezone.utc)
+    return QueryLogRow(rec.id, created, bytes(rec.code), rec.radius, rec.k,
+                       tuple(json.loads(rec.result_ids)), None if rec.upload is None else bytes(rec.upload),
+                       rec.upload_type, rec.remote_addr)
+
+
+def _as_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"image ids must be ints; got {value!r}")
+    return int(value)

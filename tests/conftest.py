@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny generated labelled image folder and a config that trains on it fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.config import Config, override
+
+PALETTE = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]
+NAMES = ["red", "green", "blue", "yellow"]
+
+
+def make_folder_dataset(root: Path, n: int = 240, size: int = 32, seed: int = 0) -> Path:
+    """Write n noisy colour-coded images (one of 4 labels, some with two) and labels.csv."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    lines = ["path,labels"]
+    for i in range(n):
+        c = i % 4
+        labels = [NAMES[c]]
+        img = np.empty((size, size, 3))
+        img[:] = PALETTE[c]
+        if i % 10 == 0:  # a few multi-label images: the second colour fills the lower half
+            c2 = (c + 1) % 4
+            img[size // 2:] = PALETTE[c2]
+            labels.append(NAMES[c2])
+        img += rng.normal(0, 25, img.shape)
+        path = f"img/{i:04d}.png"
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / path)
+        lines.append(f"{path},{'|'.join(labels)}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def tiny_config(work_dir: Path, data_dir: Path) -> Config:
+    return override(
+        Config(),
+        paths={"work_dir": work_dir},
+        model={"backbone": "small_cnn", "hash_bits": 16, "image_size": 32, "freeze_backbone": False},
+        data={"dataset": "folder", "data_dir": str(data_dir), "num_query": 40, "num_train": 160,
+              "num_database": 0, "seed": 0},
+        train={"epochs": 6, "batch_size": 32, "lr": 0.003},
+        index={"batch_size": 64, "workers": 0},
+        server={"radius": 2, "port": 0},
+        privacy={"steps": 50, "step_size": 2 / 255},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_folder_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, tiny_data):
+    """A tiny dataset with a trained small_cnn model and a built index (built once per session)."""
+    from index_builder.build import build_index
+    from index_builder.dpsh import train
+
+    cfg = tiny_config(tmp_path_factory.mktemp("work"), tiny_data)
+    result = train(cfg)
+    build_index(cfg)
+    return cfg, result
