@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from retrieval.config import Config, load_config, override
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_config_loads_and_resolves_work_dir():
+    cfg = load_config(ROOT / "config.toml")
+    assert cfg.model.hash_bits == 32
+    assert cfg.work_dir == ROOT / "var"
+    assert cfg.db_url == f"sqlite:///{ROOT / 'var' / 'hashveil.sqlite'}"
+
+
+def test_override_validates_and_skips_none():
+    cfg = override(Config(), model={"hash_bits": 16, "backbone": None})
+    assert cfg.model.hash_bits == 16 and cfg.model.backbone == "efficientnet_lite0"
+    with pytest.raises(ValueError, match="hash_bits must be one of"):
+        override(Config(), model={"hash_bits": 20})
+    with pytest.raises(ValueError, match=r"server.radius must be an int in \[0, 64\]; got 70"):
+        override(Config(), server={"radius": 70})
+    with pytest.raises(ValueError, match="unknown config key: model.colour"):
+        override(Config(), model={"colour": "red"})
+    with pytest.raises(TypeError, match="model.freeze_backbone must be true or false"):
+        override(Config(), model={"freeze_backbone": "yes"})
+
+
+def test_unknown_section_in_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[serverr]\nport = 1\n")
+    with pytest.raises(ValueError, match="unknown config sections"):
+        load_config(path)
