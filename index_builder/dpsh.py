@@ -65,8 +65,13 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: Config) -> TrainResult:
-    """Train the hash model of ``cfg`` and save it to work_dir/model with its model card."""
+def train(cfg: Config, model_dir: Path | None = None) -> TrainResult:
+    """Train the hash model of ``cfg`` and save it with its model card.
+
+    ``model_dir`` defaults to work_dir/model; data exports, splits and the features cache
+    stay shared in work_dir, so models at other bit lengths reuse them.
+    """
+    model_dir = Path(model_dir) if model_dir is not None else cfg.work_dir / "model"
     _seed_all(cfg.data.seed)
     device = _device(cfg.train.device)
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
@@ -76,18 +81,18 @@ def train(cfg: Config) -> TrainResult:
     if cfg.model.freeze_backbone:
         feats = _split_features(cfg, model, images, splits, device)
         floor = _map_from_features(cfg, model, feats, images, splits)
-        _train_head(cfg, model, feats["train"], labels[splits.train], device)
+        _train_head(cfg, model, feats["train"], labels[splits.train], device, model_dir)
         result = _map_from_features(cfg, model, feats, images, splits)
     else:
         floor = _map_from_images(cfg, model, images, splits, device)
-        _train_full(cfg, model, images, splits, labels, device)
+        _train_full(cfg, model, images, splits, labels, device, model_dir)
         result = _map_from_images(cfg, model, images, splits, device)
     metric = f"map@{cfg.train.map_topk}" if cfg.train.map_topk else "map@all"
     card = model.card(dataset=cfg.data.dataset, label_names=images.label_names,
                       metrics={metric: round(result, 4), f"{metric}_untrained": round(floor, 4)},
                       config=train_key(cfg))
-    card = save_checkpoint(model.cpu(), cfg.work_dir / "model", card)
-    (cfg.work_dir / "model" / STATE_FILE).unlink(missing_ok=True)
+    card = save_checkpoint(model.cpu(), model_dir, card)
+    (model_dir / STATE_FILE).unlink(missing_ok=True)
     log.info("%s on the query split: %.4f (untrained %.4f)", metric, result, floor)
     return TrainResult(card, result, floor)
 
@@ -126,13 +131,10 @@ def _map_from_images(cfg, model, images, splits, device) -> float:
                 encode_images(model, images, splits.database, **kw), images, splits)
 
 
-def _state_path(cfg: Config) -> Path:
-    return cfg.work_dir / "model" / STATE_FILE
-
-
-def _resume(cfg: Config, module: torch.nn.Module, opt: torch.optim.Optimizer, bank: torch.Tensor) -> int:
+def _resume(cfg: Config, module: torch.nn.Module, opt: torch.optim.Optimizer, bank: torch.Tensor,
+            model_dir: Path) -> int:
     """Load a saved training state if it was made with the same settings; returns the next epoch."""
-    path = _state_path(cfg)
+    path = model_dir / STATE_FILE
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -146,8 +148,8 @@ def _resume(cfg: Config, module: torch.nn.Module, opt: torch.optim.Optimizer, ba
     return int(state["epoch"])
 
 
-def _save_state(cfg: Config, module, opt, bank: torch.Tensor, epoch: int) -> None:
-    path = _state_path(cfg)
+def _save_state(cfg: Config, module, opt, bank: torch.Tensor, epoch: int, model_dir: Path) -> None:
+    path = model_dir / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"key": _key_digest(cfg), "module": module.state_dict(), "optimizer": opt.state_dict(),
@@ -159,12 +161,13 @@ def _key_digest(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(train_key(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.Tensor, device: str) -> None:
+def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.Tensor, device: str,
+                model_dir: Path) -> None:
     """Train the hash head on cached backbone features."""
     n, bits = len(feats), model.hash_bits
     opt = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr)
     bank = torch.zeros(n, bits)
-    start = _resume(cfg, model.head, opt, bank)
+    start = _resume(cfg, model.head, opt, bank, model_dir)
     bank, labels, feats = bank.to(device), labels.to(device), feats.to(device)
     gen = torch.Generator().manual_seed(cfg.data.seed)
     for _ in range(start):
@@ -184,17 +187,17 @@ def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.
             opt.step()
             total += loss.item() * len(idx)
         bar.set_postfix(loss=f"{total / n:.4f}")
-        _save_state(cfg, model.head, opt, bank, epoch + 1)
+        _save_state(cfg, model.head, opt, bank, epoch + 1, model_dir)
 
 
 def _train_full(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
-                labels: torch.Tensor, device: str) -> None:
+                labels: torch.Tensor, device: str, model_dir: Path) -> None:
     """Train backbone and head end to end on images (small_cnn, or fine-tuning on a GPU)."""
     n, bits = len(splits.train), model.hash_bits
     train_labels = labels[splits.train].to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     bank = torch.zeros(n, bits)
-    start = _resume(cfg, model, opt, bank)
+    start = _resume(cfg, model, opt, bank, model_dir)
     bank = bank.to(device)
     position = np.full(len(images), -1)
     position[splits.train] = np.arange(n)  # ImageList index -> row in the bank
@@ -215,4 +218,4 @@ def _train_full(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
             opt.step()
             total += loss.item() * len(pos)
         bar.set_postfix(loss=f"{total / n:.4f}")
-        _save_state(cfg, model, opt, bank, epoch + 1)
+        _save_state(cfg, model, opt, bank, epoch + 1, model_dir)

@@ -60,7 +60,10 @@ def _http_error(e: HTTPException) -> Any:
     """JSON bodies for HTTP errors under /api (413, 404, 405, ...); other paths keep Flask's."""
     if not request.path.startswith(api.url_prefix or "/api"):
         return e
-    resp = jsonify(error=e.description)
+    message = e.description
+    if e.code == 413:
+        message = f"request body exceeds the server's {_cfg().server.max_upload_mb:g} MB upload limit"
+    resp = jsonify(error=message)
     resp.status_code = e.code or 500
     valid = getattr(e, "valid_methods", None)
     if valid:

@@ -1,0 +1,302 @@
+"""The JSON API through app.test_client() on a tiny service built from scratch.
+
+References are independent of the server: the model's code of the decoded upload and a
+brute-force Hamming scan over the codes in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retrieval.codes import hamming, to_hex
+from retrieval.config import Config, ModelConfig, override
+from retrieval.imaging import decode_image, to_tensor
+from retrieval.index import BinaryIndex
+from retrieval.manifest import Manifest, read_manifest, verify, write_manifest
+from retrieval.model import HashNet, file_sha256, load_checkpoint, save_checkpoint
+from retrieval.search import open_searcher
+from retrieval.server import create_app
+from retrieval.store import ImageRow, Store
+
+LABELS = ("circle", "square", "stripe", "noise")
+N_IMAGES = 200
+BITS = 16
+
+
+def _png(rng: np.random.Generator, size: int = 32) -> bytes:
+    """Smooth colour blocks plus noise: varied enough that a random CNN gives varied codes."""
+    cells = rng.integers(0, 256, (*(2 * [int(rng.integers(2, 6))]), 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(cells).resize((size, size), Image.Resampling.BILINEAR), np.int16)
+    img = np.clip(img + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _centred_model(model_cfg: ModelConfig) -> HashNet:
+    """A randomly initialised HashNet with zero biases, so that its codes are not all alike."""
+    torch.manual_seed(0)
+    model = HashNet(model_cfg).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.bias.zero_()
+    return model
+
+
+def build_tiny_service(tmp_path: Path) -> Config:
+    """A complete model + images + index + store + manifest set in tmp_path; returns its Config."""
+    cfg = override(Config(), paths={"work_dir": tmp_path},
+                   model={"backbone": "small_cnn", "hash_bits": BITS, "image_size": 32},
+                   index={"db_url": f"sqlite:///{tmp_path / 'tiny.sqlite'}"},
+                   server={"radius": 2, "max_k": 50, "max_upload_mb": 1})
+    model = _centred_model(cfg.model)
+    card = save_checkpoint(model, tmp_path / "model", model.card(dataset="tiny", label_names=LABELS,
+                                                                metrics={"map": 0.5}))
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    root.mkdir()
+    rows, tensors = [], []
+    for i in range(N_IMAGES):
+        data = _png(rng)
+        (root / f"{i:03d}.png").write_bytes(data)
+        tensors.append(to_tensor(decode_image(data)))
+        labels = tuple(sorted(rng.choice(LABELS, size=rng.integers(1, 3), replace=False).tolist()))
+        rows.append((1000 + 7 * i, f"{i:03d}.png", labels))
+    codes = model.encode(torch.stack(tensors))
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    index = BinaryIndex.create(BITS, "flat")
+    index.add(codes, ids)
+    index.save(tmp_path / "index" / "index.faiss")
+    store = Store(cfg.db_url)
+    store.create()
+    store.replace_images((ImageRow(i, p, lab, "database", c.tobytes())
+                          for (i, p, lab), c in zip(rows, codes)), LABELS)
+    write_manifest(tmp_path / "index" / "manifest.json", Manifest(
+        model_sha256=card.sha256, hash_bits=BITS, index_file="index.faiss", index_kind="flat",
+        index_sha256=file_sha256(tmp_path / "index" / "index.faiss"), count=N_IMAGES,
+        store_fingerprint=store.fingerprint(), db_url=cfg.db_url, image_root=str(root.resolve()),
+        dataset="tiny", created=datetime.now(timezone.utc).isoformat()))
+    store.close()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Config:
+    return build_tiny_service(tmp_path_factory.mktemp("tiny_service"))
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    app = create_app(service)
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def db(service) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, codes) of the whole database, read straight from the store."""
+    rows = Store(service.db_url).images(range(1000, 1000 + 7 * N_IMAGES, 7))
+    ids = np.array(sorted(rows), dtype=np.int64)
+    return ids, np.array([np.frombuffer(rows[i].code, np.uint8) for i in ids])
+
+
+def _brute(code: np.ndarray, db, radius: int, k: int | None = None) -> list[tuple[int, int]]:
+    ids, codes = db
+    d = hamming(code.reshape(1, -1), codes)[0]
+    order = np.lexsort((ids, d))
+    hits = [(int(ids[j]), int(d[j])) for j in order if d[j] <= radius]
+    return hits if k is None else hits[:k]
+
+
+def _pairs(resp) -> list[tuple[int, int]]:
+    return [(r["id"], r["distance"]) for r in resp.get_json()["results"]]
+
+
+def _log_count(service: Config) -> int:
+    return len(Store(service.db_url).query_log(limit=10**6))
+
+
+def test_upload_search_matches_brute_force_on_the_decoded_image(client, service, db) -> None:
+    data = (service.work_dir / "images" / "017.png").read_bytes()
+    model, _ = load_checkpoint(service.work_dir / "model")
+    want_code = model.encode(to_tensor(decode_image(data))[None])[0]
+    before = _log_count(service)
+    resp = client.post("/api/search", data={"image": (io.BytesIO(data), "q.png"), "radius": "3"})
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["code"] == to_hex(want_code) and body["radius"] == 3 and body["k"] is None
+    assert _pairs(resp) == _brute(want_code, db, 3) and body["count"] == len(body["results"])
+    assert (1000 + 7 * 17, 0) in _pairs(resp)
+    first = body["results"][0]
+    assert first["image_url"] == f"/api/images/{first['id']}" and set(first["labels"]) <= set(LABELS)
+    log = Store(service.db_url).query_log(limit=1)[0]
+    assert _log_count(service) == before + 1
+    assert log.upload == data and log.upload_type == "image" and log.radius == 3
+    assert log.code == want_code.tobytes() and list(log.result_ids) == [h[0] for h in _pairs(resp)]
+
+
+def test_code_query_radius_edge_against_brute_force(client, service, db) -> None:
+    code = db[1][5]
+    d = np.sort(hamming(code[None], db[1])[0])
+    r = next(int(x) for x in d if x > 0 and x + 1 in d)  # a radius with items at r and r + 1
+    at_r = client.post("/api/search", json={"code": to_hex(code), "radius": r})
+    at_r1 = client.post("/api/search", json={"code": to_hex(code), "radius": r + 1})
+    assert _pairs(at_r) == _brute(code, db, r)
+    assert _pairs(at_r1) == _brute(code, db, r + 1)
+    assert max(p[1] for p in _pairs(at_r)) == r and len(_pairs(at_r1)) > len(_pairs(at_r))
+    binary = "".join(str(b) for b in np.unpackbits(code))
+    by_bits = client.post("/api/search?radius=%d" % r, json={"code": binary})
+    assert _pairs(by_bits) == _pairs(at_r)
+    default = client.post("/api/search", json={"code": to_hex(code)})
+    assert default.get_json()["radius"] == service.server.radius
+    log = Store(service.db_url).query_log(limit=1)[0]
+    assert (log.upload, log.upload_type, log.code) == (None, "code", code.tobytes())
+
+
+def test_k_caps_results_nearest_first_ties_by_id(client, db) -> None:
+    code = db[1][0]
+    for k in (1, 4, 50):
+        resp = client.post("/api/search", json={"code": to_hex(code), "radius": BITS, "k": k})
+        assert resp.status_code == 200
+        assert _pairs(resp) == _brute(code, db, BITS, k) and len(_pairs(resp)) == k
+    form = client.post("/api/search", data={"code": to_hex(code), "radius": str(BITS), "k": "4"})
+    assert _pairs(form) == _brute(code, db, BITS, 4)
+
+
+def test_images_by_id_and_thumbnails(client, service) -> None:
+    resp = client.get(f"/api/images/{1000 + 7 * 3}")
+    assert resp.status_code == 200
+    assert resp.data == (service.work_dir / "images" / "003.png").read_bytes()
+    thumb = client.get(f"/api/images/{1000 + 7 * 3}?size=16")
+    assert thumb.status_code == 200 and thumb.mimetype == "image/png"
+    assert Image.open(io.BytesIO(thumb.data)).size == (16, 16)
+    for url, status in [("/api/images/1001", 404), ("/api/images/-5", 404), ("/api/images/abc", 404),
+                        (f"/api/images/{1000}?size=8", 400), (f"/api/images/{1000}?size=x", 400)]:
+        bad = client.get(url)
+        assert bad.status_code == status and "error" in bad.get_json(), url
+
+
+def test_anchors_labels_stats_health(client, db) -> None:
+    resp = client.get("/api/anchors?label=square&n=5&seed=1")
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["count"] == len(body["ids"]) == 5
+    codes = dict(zip(db[0].tolist(), db[1]))
+    assert body["codes"] == [to_hex(codes[i]) for i in body["ids"]]
+    assert client.get("/api/anchors?label=square&n=5&seed=1").get_json() == body
+    assert client.get("/api/anchors?label=horse").status_code == 404
+    for q in ("", "?label=square&n=0", "?label=square&n=101", "?label=square&seed=-1"):
+        assert client.get("/api/anchors" + q).status_code == 400, q
+    labels = client.get("/api/labels").get_json()["labels"]
+    assert [entry["name"] for entry in labels] == list(LABELS)
+    store_counts = Store(client.application.config["HASHVEIL_CONFIG"].db_url).label_counts()
+    assert {e["name"]: e["count"] for e in labels} == store_counts
+    stats = client.get("/api/stats").get_json()
+    assert (stats["items"], stats["hash_bits"], stats["index_kind"]) == (N_IMAGES, BITS, "flat")
+    assert (stats["backbone"], stats["dataset"], stats["metrics"]) == ("small_cnn", "tiny", {"map": 0.5})
+    assert client.get("/api/health").get_json()["status"] == "ok"
+
+
+def test_model_card_and_weights_sha256(client, service) -> None:
+    card = client.get("/api/model").get_json()
+    weights = client.get(card["weights_url"])
+    assert weights.status_code == 200
+    digest = hashlib.sha256(weights.data).hexdigest()
+    assert digest == card["sha256"] == weights.headers["X-SHA256"]
+    assert digest == file_sha256(service.work_dir / "model" / "model.safetensors")
+    assert (card["hash_bits"], card["backbone"], card["image_size"]) == (BITS, "small_cnn", 32)
+
+
+def _truncated_png() -> bytes:
+    data = _png(np.random.default_rng(5), 64)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("kwargs, status, needle", [
+    ({"json": {"radius": 2}}, 400, "image"),
+    ({"data": {}}, 400, "image"),
+    ({"json": {"code": "zzzz"}}, 400, "hex"),
+    ({"json": {"code": "abc"}}, 400, "4 hex digits"),
+    ({"json": {"code": 123}}, 400, "string"),
+    ({"json": {"code": "abcd", "radius": -1}}, 400, "radius must be an int in [0, 16]"),
+    ({"json": {"code": "abcd", "radius": 17}}, 400, "radius must be an int in [0, 16]"),
+    ({"json": {"code": "abcd", "radius": "abc"}}, 400, "radius"),
+    ({"json": {"code": "abcd", "radius": 2.5}}, 400, "radius"),
+    ({"json": {"code": "abcd", "radius": True}}, 400, "radius"),
+    ({"json": {"code": "abcd", "k": 0}}, 400, "k must be an int in [1, 50]"),
+    ({"json": {"code": "abcd", "k": 51}}, 400, "k must be"),
+    ({"json": ["abcd"]}, 400, "JSON object"),
+    ({"data": "{not json", "content_type": "application/json"}, 400, "JSON object"),
+    ({"data": {"image": (io.BytesIO(b"hello, not an image"), "x.png")}}, 400, "not a readable image"),
+    ({"data": {"image": (io.BytesIO(_truncated_png()), "t.png")}}, 400, "truncated"),
+    ({"data": {"image": (io.BytesIO(b""), "e.png")}}, 400, "empty"),
+    ({"data": {"image": (io.BytesIO(b"\x89PNG" + bytes(1_100_000)), "big.png")}}, 413, "1 MB upload limit"),
+])
+def test_bad_search_input_is_a_json_4xx(client, service, kwargs, status, needle) -> None:
+    before = _log_count(service)
+    resp = client.post("/api/search", **kwargs)
+    assert resp.status_code == status, resp.data[:200]
+    assert resp.is_json and needle in resp.get_json()["error"]
+    assert _log_count(service) == before  # only answered queries are logged
+
+
+def test_method_not_allowed_and_unknown_route_are_json(client) -> None:
+    resp = client.get("/api/search")
+    assert resp.status_code == 405 and "POST" in resp.headers["Allow"] and resp.get_json()["error"]
+    assert client.get("/api/nothing").get_json()["error"]
+
+
+def test_open_searcher_refuses_a_changed_set(tmp_path) -> None:
+    cfg = build_tiny_service(tmp_path)
+    manifest = read_manifest(tmp_path / "index" / "manifest.json")
+    store = Store(manifest.db_url)
+    verify(manifest, model_sha256=manifest.model_sha256, index_path=tmp_path / "index" / "index.faiss",
+           store=store)
+    assert open_searcher(cfg).index.ntotal == N_IMAGES
+    with pytest.raises(ValueError, match="model weights changed"):
+        verify(manifest, model_sha256="0" * 64, index_path=tmp_path / "index" / "index.faiss", store=store)
+    index_file = tmp_path / "index" / "index.faiss"
+    good = index_file.read_bytes()
+    index_file.write_bytes(good[: len(good) // 2])  # half-written
+    with pytest.raises(ValueError, match="index.faiss has sha256"):
+        open_searcher(cfg)
+    index_file.write_bytes(good)
+    rows = store.images(range(1000, 1000 + 7 * N_IMAGES, 7))
+    first = rows[1000]
+    rows[1000] = ImageRow(first.id, first.path, first.labels, first.split, bytes([first.code[0] ^ 1, first.code[1]]))
+    store.replace_images(rows.values(), LABELS)
+    with pytest.raises(ValueError, match="codes differ from the build"):
+        open_searcher(cfg)
+    store.replace_images(list(rows.values())[1:], LABELS)
+    with pytest.raises(ValueError, match="holds 199 images, manifest expects 200"):
+        open_searcher(cfg)
+    (tmp_path / "index" / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="hashveil build-index"):
+        open_searcher(cfg)
+
+
+def test_manifest_round_trip_and_bad_files(tmp_path) -> None:
+    m = Manifest("a" * 64, 32, "index.faiss", "hash", "b" * 64, 3, "c" * 64, "sqlite://", "/data",
+                 "tiny", "2024-01-01T00:00:00+00:00")
+    write_manifest(tmp_path / "m.json", m)
+    assert read_manifest(tmp_path / "m.json") == m
+    assert m.index_path(tmp_path) == tmp_path / "index.faiss"
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ValueError, match="bad.json"):
+        read_manifest(tmp_path / "bad.json")
+    raw = json.loads((tmp_path / "m.json").read_text())
+    (tmp_path / "extra.json").write_text(json.dumps({**raw, "index_file": "../../etc/passwd"}))
+    with pytest.raises(ValueError, match="plain file name"):
+        read_manifest(tmp_path / "extra.json")
+    del raw["count"]
+    (tmp_path / "missing.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="count"):
+        read_manifest(tmp_path / "missing.json")

@@ -1,0 +1,172 @@
+"""Store on SQLite files in tmp_path: images, labels, anchors, fingerprint and query log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from retrieval.store import ImageRow, Store
+
+NAMES = ("cat", "dog", "car", "100%_odd")
+
+
+def _rows(n: int, seed: int = 0, width: int = 4) -> list[ImageRow]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        labels = tuple(sorted(rng.choice(NAMES, size=rng.integers(1, 3), replace=False).tolist()))
+        code = rng.integers(0, 256, width, dtype=np.uint8).tobytes()
+        rows.append(ImageRow(id=5 * i + 1, path=f"img/{i:05d}.png", labels=labels,
+                             split="database", code=code))
+    return rows
+
+
+@pytest.fixture()
+def store(tmp_path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'db' / 'test.sqlite'}")
+    s.create()
+    yield s
+    s.close()
+
+
+def test_replace_images_round_trip_and_label_order(store: Store) -> None:
+    rows = _rows(50)
+    assert store.replace_images(rows, NAMES) == 50
+    assert store.count() == 50
+    assert store.label_names() == list(NAMES)
+    got = store.images([r.id for r in rows[::7]] + [999_999])
+    assert set(got) == {r.id for r in rows[::7]}
+    for r in rows[::7]:
+        assert got[r.id] == r
+    want = {n: sum(n in r.labels for r in rows) for n in NAMES}
+    assert store.label_counts() == want and list(store.label_counts()) == list(NAMES)
+
+
+def test_replace_images_is_idempotent_and_replaces(store: Store) -> None:
+    store.replace_images(_rows(30, seed=1), NAMES)
+    fp = store.fingerprint()
+    store.replace_images(_rows(30, seed=1), NAMES)
+    assert store.count() == 30 and store.fingerprint() == fp
+    store.replace_images(_rows(10, seed=2), ["dog", "cat", "car", "100%_odd"])
+    assert store.count() == 10 and store.label_names() == ["dog", "cat", "car", "100%_odd"]
+    assert store.images([r.id for r in _rows(30)[10:]]) == {}
+
+
+def test_replace_images_is_atomic(store: Store) -> None:
+    rows = _rows(40, seed=3)
+    store.replace_images(rows, NAMES)
+    fp = store.fingerprint()
+    bad = _rows(12_000, seed=4)  # more than one insert batch, the bad row in the last one
+    bad[-1] = ImageRow(bad[-1].id, "x.png", ("no-such-label",), "database", bad[-1].code)
+    with pytest.raises(ValueError, match="no-such-label"):
+        store.replace_images(bad, NAMES)
+    assert store.count() == 40 and store.fingerprint() == fp and store.label_names() == list(NAMES)
+    short = _rows(3, seed=5) + [ImageRow(10**6, "y.png", ("cat",), "database", b"\x01\x02")]
+    with pytest.raises(ValueError, match="2-byte code; expected 4"):
+        store.replace_images(short, NAMES)
+    assert store.count() == 40
+    with pytest.raises(ValueError, match="distinct"):
+        store.replace_images(rows, ["cat", "cat"])
+
+
+def test_replace_20k_rows_is_fast(store: Store) -> None:
+    rows = _rows(20_000, seed=6)
+    start = time.perf_counter()
+    store.replace_images(rows, NAMES)
+    elapsed = time.perf_counter() - start
+    assert store.count() == 20_000
+    assert elapsed < 2.0, f"replace_images of 20k rows took {elapsed:.2f} s"
+
+
+def test_codes_with_label_is_deterministic_and_correct(store: Store) -> None:
+    rows = _rows(200, seed=7)
+    store.replace_images(rows, NAMES)
+    by_id = {r.id: r for r in rows}
+    for label in NAMES:  # "100%_odd" also checks that LIKE wildcards are escaped
+        ids, codes = store.codes_with_label(label, 9, seed=3)
+        carrying = [r.id for r in rows if label in r.labels]
+        assert len(ids) == min(9, len(carrying)) and ids.dtype == np.int64
+        assert set(ids.tolist()) <= set(carrying) and ids.tolist() == sorted(ids.tolist())
+        assert codes.shape == (len(ids), 4) and codes.dtype == np.uint8
+        for i, code in zip(ids.tolist(), codes):
+            assert code.tobytes() == by_id[i].code
+        again_ids, again_codes = store.codes_with_label(label, 9, seed=3)
+        assert np.array_equal(ids, again_ids) and np.array_equal(codes, again_codes)
+    assert store.codes_with_label("cat", 9, seed=1)[0].tolist() != store.codes_with_label("cat", 9, seed=2)[0].tolist()
+    everything, _ = store.codes_with_label("dog", 10_000, seed=0)
+    assert everything.tolist() == [r.id for r in rows if "dog" in r.labels]
+    with pytest.raises(ValueError, match="unknown label 'horse'"):
+        store.codes_with_label("horse", 3, seed=0)
+    with pytest.raises(ValueError, match="n must be"):
+        store.codes_with_label("cat", 0, seed=0)
+
+
+def test_fingerprint_is_sha256_of_ids_and_codes(store: Store) -> None:
+    rows = _rows(25, seed=8)
+    store.replace_images(list(reversed(rows)), NAMES)
+    h = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: r.id):
+        h.update(r.id.to_bytes(8, "little", signed=True) + len(r.code).to_bytes(4, "little") + r.code)
+    assert store.fingerprint() == h.hexdigest()
+    changed = list(rows)
+    flipped = bytes([changed[3].code[0] ^ 1]) + changed[3].code[1:]
+    changed[3] = ImageRow(rows[3].id, rows[3].path, rows[3].labels, rows[3].split, flipped)
+    store.replace_images(changed, NAMES)
+    assert store.fingerprint() != h.hexdigest()
+    relabelled = [ImageRow(r.id, "moved/" + r.path, ("cat",), "database", r.code) for r in rows]
+    store.replace_images(relabelled, NAMES)
+    assert store.fingerprint() == h.hexdigest()  # paths and labels are not part of it
+
+
+def test_query_log_round_trip(store: Store) -> None:
+    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    upload = bytes(range(256)) * 3 + b"\x00\xff"
+    a = store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[5, 1, 9], upload=upload,
+                        upload_type="image", remote_addr="10.0.0.7")
+    b = store.log_query(code=b"\xff\x00", radius=0, k=3, result_ids=[], upload=None,
+                        upload_type="code", remote_addr=None)
+    assert b > a
+    log = store.query_log(limit=10)
+    assert [row.id for row in log] == [b, a]  # newest first
+    old = log[1]
+    assert (old.code, old.radius, old.k, old.result_ids) == (b"\x01\x02", 2, None, (5, 1, 9))
+    assert old.upload == upload and old.upload_type == "image" and old.remote_addr == "10.0.0.7"
+    assert old.created_at.tzinfo is not None and before <= old.created_at <= datetime.now(timezone.utc)
+    assert (log[0].k, log[0].upload, log[0].upload_type) == (3, None, "code")
+    assert [row.id for row in store.query_log(limit=1, offset=1)] == [a]
+    with pytest.raises(ValueError, match="upload_type"):
+        store.log_query(code=b"", radius=0, k=None, result_ids=[], upload=None,
+                        upload_type="video", remote_addr=None)
+
+
+def test_sqlite_uses_wal_and_json_labels(store: Store, tmp_path) -> None:
+    store.replace_images(_rows(3), NAMES)
+    con = sqlite3.connect(tmp_path / "db" / "test.sqlite")
+    try:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        labels = [json.loads(t) for (t,) in con.execute("SELECT labels FROM images ORDER BY id")]
+    finally:
+        con.close()
+    assert labels == [list(r.labels) for r in _rows(3)]
+
+
+def test_in_memory_store_is_shared_across_sessions() -> None:
+    s = Store("sqlite://")
+    s.create()
+    s.replace_images(_rows(5), NAMES)
+    assert s.count() == 5 and len(s.images([1, 6, 11])) == 3
+
+
+def test_bad_ids_and_urls() -> None:
+    s = Store("sqlite://")
+    s.create()
+    with pytest.raises(TypeError, match="ints"):
+        s.images(["1"])
+    with pytest.raises(ValueError, match="url"):
+        Store("")
