@@ -76,10 +76,9 @@ class BinaryIndex:
             sub = faiss.IndexBinaryMultiHash(hash_bits, nhash, b)
         else:
             raise ValueError(f"index kind must be one of {KINDS}; got {kind!r}")
-        index = faiss.IndexBinaryIDMap2(sub)
-        self = cls(index)
-        self._sub = sub  # keep the Python owner of the sub-index alive with the wrapper
-        return self
+        out = cls(faiss.IndexBinaryIDMap2(sub))
+        out._sub = sub  # keep the Python owner of the sub-index alive as long as the wrapper
+        return out
 
     @property
     def ntotal(self) -> int:

@@ -43,7 +43,7 @@ def tiny_config(work_dir: Path, data_dir: Path) -> Config:
         model={"backbone": "small_cnn", "hash_bits": 16, "image_size": 32, "freeze_backbone": False},
         data={"dataset": "folder", "data_dir": str(data_dir), "num_query": 40, "num_train": 160,
               "num_database": 0, "seed": 0},
-        train={"epochs": 6, "batch_size": 32, "lr": 0.003},
+        train={"epochs": 15, "batch_size": 32, "lr": 0.003, "eta": 0.01},
         index={"batch_size": 64, "workers": 0},
         server={"radius": 2, "port": 0},
         privacy={"steps": 50, "step_size": 2 / 255},

@@ -42,9 +42,10 @@ num_query = 40
 num_train = 160
 num_database = 0
 [train]
-epochs = 6
+epochs = 15
 batch_size = 32
 lr = 0.003
+eta = 0.01
 [index]
 workers = 0
 [server]
