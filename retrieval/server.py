@@ -9,7 +9,9 @@ uploads exactly as received, because that is what a real service can do with the
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import re
 from dataclasses import asdict
 from typing import Any
@@ -219,3 +221,42 @@ def stats() -> Response:
     s = _searcher()
     return jsonify(items=s.index.ntotal, hash_bits=s.hash_bits, index_kind=s.index.kind,
                    backbone=s.card.backbone, dataset=s.card.dataset, metrics=s.card.metrics)
+
+
+# admin: the query log, i.e. what an attacker holding the server's logs has
+
+
+def _require_admin() -> None:
+    """401 without a bearer token, 403 with a wrong one or when no admin token is configured."""
+    token = _cfg().server.admin_token or os.environ.get("HASHVEIL_ADMIN_TOKEN", "")
+    if not token:
+        abort(403, "the admin API is disabled: set server.admin_token or HASHVEIL_ADMIN_TOKEN")
+    given = request.headers.get("Authorization", "")
+    if not given.startswith("Bearer "):
+        abort(401, "admin routes need 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given[7:].encode(), token.encode()):
+        abort(403, "wrong admin token")
+
+
+@api.get("/admin/queries")
+def admin_queries() -> Response:
+    _require_admin()
+    limit = _int_param("limit", 100, 1, 10_000)
+    offset = _int_param("offset", 0, 0, 2**31 - 1)
+    rows = _searcher().store.query_log(limit=limit, offset=offset)
+    return jsonify({"queries": [
+        {"id": r.id, "created_at": r.created_at.isoformat(), "code": r.code.hex(), "radius": r.radius,
+         "k": r.k, "result_ids": list(r.result_ids), "upload_type": r.upload_type,
+         "has_upload": r.upload is not None} for r in rows]})
+
+
+@api.get("/admin/queries/<int:query_id>/upload")
+def admin_query_upload(query_id: int) -> Response:
+    _require_admin()
+    try:
+        row = _searcher().store.logged_query(query_id)
+    except KeyError:
+        abort(404, f"no logged query with id {query_id}")
+    if row.upload is None:
+        abort(404, f"logged query {query_id} was a code query: it has no upload")
+    return Response(row.upload, mimetype="application/octet-stream")

@@ -227,6 +227,14 @@ class Store:
         with self._session() as s, s.begin():
             return [_log_row(r) for r in s.scalars(q)]
 
+    def logged_query(self, query_id: int) -> QueryLogRow:
+        """One logged query by id; KeyError when there is none."""
+        with self._session() as s, s.begin():
+            rec = s.get(QueryLogRecord, _as_id(query_id))
+            if rec is None:
+                raise KeyError(f"no logged query with id {query_id}")
+            return _log_row(rec)
+
 
 def _make_engine(url: str):
     """An engine; SQLite gets WAL and a busy timeout so readers and a writer can overlap."""

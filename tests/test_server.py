@@ -300,3 +300,25 @@ def test_manifest_round_trip_and_bad_files(tmp_path) -> None:
     (tmp_path / "missing.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="count"):
         read_manifest(tmp_path / "missing.json")
+
+
+def test_admin_query_log_needs_the_token(service, monkeypatch) -> None:
+    from retrieval.config import override
+    from retrieval.server import create_app
+
+    monkeypatch.delenv("HASHVEIL_ADMIN_TOKEN", raising=False)
+    closed = create_app(service).test_client()
+    assert closed.get("/api/admin/queries").status_code == 403  # no token configured: disabled
+    app = create_app(override(service, server={"admin_token": "s3cret"})).test_client()
+    png = _png(np.random.default_rng(7))
+    sent = app.post("/api/search", data={"image": (io.BytesIO(png), "q.png")},
+                    content_type="multipart/form-data")
+    assert sent.status_code == 200
+    assert app.get("/api/admin/queries").status_code == 401
+    assert app.get("/api/admin/queries", headers={"Authorization": "Bearer nope"}).status_code == 403
+    auth = {"Authorization": "Bearer s3cret"}
+    newest = app.get("/api/admin/queries?limit=1", headers=auth).get_json()["queries"][0]
+    assert newest["code"] == sent.get_json()["code"] and newest["has_upload"]
+    upload = app.get(f"/api/admin/queries/{newest['id']}/upload", headers=auth)
+    assert upload.status_code == 200 and upload.data == png  # kept exactly as received
+    assert app.get("/api/admin/queries/999999/upload", headers=auth).status_code == 404
