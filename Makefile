@@ -5,19 +5,24 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.hashveil-installed
 
-.PHONY: demo test deps system-deps
+.PHONY: demo test deps test-deps apt
 
 demo: deps
 	$(VENV)/bin/hashveil demo
 
-test: deps
+test: test-deps
 	$(PY) -m pytest -q
 
-deps: system-deps $(STAMP)
+deps: $(STAMP)
+	@$(MAKE) -s apt PKGS="dataset-fashion-mnist"
 
-system-deps:
-	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)
+# the browser tests drive Debian's Chromium headless (never a downloaded browser)
+test-deps: deps
+	@$(MAKE) -s apt PKGS="chromium chromium-driver"
+
+apt:
+	@dpkg -s $(PKGS) >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS))
 
 $(STAMP): pyproject.toml
 	[ -x $(PY) ] || python3 -m venv $(VENV)

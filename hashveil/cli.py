@@ -108,11 +108,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
 
 
 def _serve(cfg: Config, threads: int = 8) -> None:
+    import faiss
     import waitress
 
     from retrieval.server import create_app
 
     app = _guard(create_app, cfg)
+    faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
     click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
     waitress.serve(app, host=cfg.server.host, port=cfg.server.port, threads=threads,
                    max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536)
@@ -210,21 +212,11 @@ def _privacy_config(ctx: click.Context, strength, eps, steps, method, variant, m
 
 def _protector(cfg: Config, server_url: str | None):
     """A Protector on the server's model (downloaded, sha256-checked) or on the local one."""
-    from privacy.client import Protector, Server
+    from privacy.client import connect, local_protector
 
     if server_url:
-        server = Server(server_url)
-        model, _ = _guard(server.model, cfg.work_dir / "client-cache")
-        counts = _guard(server.labels)
-        return Protector(model, cfg.privacy, lambda l: server.anchors(l, cfg.privacy.n_anchor,
-                                                                    cfg.privacy.seed), counts), server
-    from retrieval.model import load_checkpoint
-    from retrieval.store import Store
-
-    model, _ = _guard(load_checkpoint, cfg.work_dir / "model")
-    store = Store(cfg.db_url)
-    anchors = lambda l: store.codes_with_label(l, cfg.privacy.n_anchor, cfg.privacy.seed)[1]  # noqa: E731
-    return Protector(model, cfg.privacy, anchors, _guard(store.label_counts)), None
+        return _guard(connect, server_url, cfg.privacy, cfg.work_dir / "client-cache")
+    return _guard(local_protector, cfg.work_dir / "model", cfg.db_url, cfg.privacy), None
 
 
 @main.command()
@@ -275,24 +267,20 @@ def protect(ctx, inputs, mode, target_label, strength, eps, steps, method, varia
 def query(ctx, image, server_url, do_protect, mode, target_label, strength, eps, steps, method, variant,
           margin, private, radius, k) -> None:
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
-    from retrieval.imaging import load_image, to_png, to_tensor
+    from privacy.client import query as run_query
+    from retrieval.imaging import load_image, to_tensor
 
     cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
     pixels = _guard(lambda: to_tensor(load_image(image)))
-    if do_protect:
-        protector, server = _protector(cfg, server_url)
-        private_px = to_tensor(load_image(private)) if private else None
-        p = _guard(protector.protect, pixels, mode, target_label=target_label, private=private_px)
-        click.echo(f"protected locally ({mode}): {p.iterations} iterations, Hamming to target {p.distance}, "
-                   f"PSNR {p.psnr:.1f} dB; sending only the protected image")
-        payload = p.png()
-    else:
-        from privacy.client import Server
-
-        server = Server(server_url)
-        click.echo("sending the image as it is (no protection)")
-        payload = to_png(pixels)
-    answer = _guard(server.search, payload, radius, k)
+    private_px = _guard(lambda: to_tensor(load_image(private))) if private else None
+    click.echo("protecting locally; only the protected image will be sent" if do_protect
+               else "sending the image as it is (no protection)")
+    answer, p = _guard(run_query, pixels, server_url, cfg.privacy if do_protect else None,
+                       cache_dir=cfg.work_dir / "client-cache", mode=mode, target_label=target_label,
+                       private=private_px, radius=radius, k=k)
+    if p is not None:
+        click.echo(f"protected ({mode}): {p.iterations} iterations, Hamming to target {p.distance}, "
+                   f"PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255")
     click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")

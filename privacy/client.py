@@ -193,3 +193,35 @@ class Protector:
             trace=np.asarray(result.trace[:, 0]),
         )
 
+
+
+def connect(server_url: str, cfg: PrivacyConfig, cache_dir: Path) -> tuple[Protector, Server]:
+    """A Protector on a server's model (downloaded once, sha256-checked) and anchors (codes only)."""
+    server = Server(server_url)
+    model, _ = server.model(cache_dir)
+    return Protector(model, cfg, lambda l: server.anchors(l, cfg.n_anchor, cfg.seed), server.labels()), server
+
+
+def local_protector(model_dir: Path, db_url: str, cfg: PrivacyConfig) -> Protector:
+    """A Protector on a local model and store (for a user who runs the service themselves)."""
+    from retrieval.store import Store
+
+    model, _ = load_checkpoint(model_dir)
+    store = Store(db_url)
+    return Protector(model, cfg, lambda l: store.codes_with_label(l, cfg.n_anchor, cfg.seed)[1],
+                     store.label_counts())
+
+
+def query(image: torch.Tensor, server_url: str, cfg: PrivacyConfig | None, *, cache_dir: Path,
+          mode: str = "semantic", target_label: str | None = None, private: torch.Tensor | None = None,
+          radius: int | None = None, k: int | None = None) -> tuple[dict, Protected | None]:
+    """Query a server with ``image`` (3, H, W) in [0, 1].
+
+    With ``cfg`` the image is protected here and only the protected PNG is sent; with None it
+    is sent as it is (to compare). Returns the server's answer and the protection report.
+    """
+    if cfg is None:
+        return Server(server_url).search(to_png(image), radius, k), None
+    protector, server = connect(server_url, cfg, cache_dir)
+    protected = protector.protect(image, mode, target_label=target_label, private=private)
+    return server.search(protected.png(), radius, k), protected

@@ -1,0 +1,131 @@
+"""The privacy client against a real local server that records every byte it receives."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from waitress.server import create_server
+
+from privacy.client import Server, connect, query
+from retrieval.codes import hamming, parse
+from retrieval.config import override
+from retrieval.imaging import decode_image, load_image, to_tensor
+from retrieval.server import create_app
+
+pytestmark = pytest.mark.slow
+
+
+class Recorder:
+    """WSGI middleware: keeps every request body; can corrupt the weights it serves."""
+
+    def __init__(self, app) -> None:
+        self.app, self.bodies, self.tamper = app, [], False
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        self.bodies.append(body)
+        environ["wsgi.input"] = io.BytesIO(body)
+        out = b"".join(self.app(environ, start_response))
+        if self.tamper and environ["PATH_INFO"] == "/api/model/weights":
+            out = out[:-1] + bytes([out[-1] ^ 0xFF])
+        return [out]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_trained):
+    cfg, _ = tiny_trained
+    cfg = override(cfg, privacy={"eps": 16 / 255, "steps": 200, "step_size": 1 / 255})
+    recorder = Recorder(create_app(cfg))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server(recorder, host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield cfg, recorder, f"http://127.0.0.1:{port}"
+    server.close()
+
+
+def photo_with_gps(path) -> bytes:
+    """A JPEG of a database image carrying EXIF with a GPS block and a camera make."""
+    img = load_image(path)
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}  # GPSInfo
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def uploaded_images(bodies: list[bytes]) -> list[bytes]:
+    """The file parts of multipart uploads among the recorded bodies."""
+    parts = []
+    for body in bodies:
+        if b'name="image"' in body:
+            part = body[body.index(b'name="image"'):]
+            content = part[part.index(b"\r\n\r\n") + 4:]
+            parts.append(content[:content.index(b"\r\n--")])
+    return parts
+
+
+def test_protected_query_never_sends_the_original(served, tiny_data, tmp_path):
+    cfg, recorder, url = served
+    original_bytes = photo_with_gps(tiny_data / "img" / "0001.png")  # a "green" image
+    original = to_tensor(decode_image(original_bytes))
+    recorder.bodies.clear()
+    answer, protected = query(original, url, cfg.privacy, cache_dir=tmp_path, mode="semantic",
+                              target_label="red", radius=2)
+    sent = uploaded_images(recorder.bodies)
+    assert len(sent) == 1
+    everything = b"".join(recorder.bodies)
+    assert original_bytes not in everything
+    assert b"SecretCam" not in everything and b"Exif" not in everything
+    pixels = to_tensor(decode_image(sent[0]))
+    assert not torch.equal(pixels, original)  # not the original's pixels either
+    assert (pixels - original).abs().max() <= cfg.privacy.eps + 1e-6
+    # the server saw the protected code, and it is the target's
+    assert answer["code"] == protected.code.tobytes().hex()
+    assert protected.distance == 0
+    assert int(hamming(parse(answer["code"], 16), protected.target_code.reshape(1, -1))[0, 0]) == 0
+    labels = [set(r["labels"]) for r in answer["results"]]
+    assert labels and np.mean(["red" in l for l in labels]) > 0.5
+
+
+def test_plain_query_sends_the_image_as_is(served, tiny_data, tmp_path):
+    cfg, recorder, url = served
+    image = to_tensor(load_image(tiny_data / "img" / "0001.png"))
+    recorder.bodies.clear()
+    answer, protected = query(image, url, None, cache_dir=tmp_path, radius=2)
+    assert protected is None
+    assert torch.equal(to_tensor(decode_image(uploaded_images(recorder.bodies)[0])), image)
+    assert any("green" in r["labels"] for r in answer["results"])
+
+
+def test_untargeted_and_carrier_modes(served, tiny_data, tmp_path):
+    cfg, _, url = served
+    protector, server = connect(url, cfg.privacy, tmp_path)
+    image = to_tensor(load_image(tiny_data / "img" / "0001.png"))
+    own = protector.model.encode(image.unsqueeze(0))
+    away = protector.protect(image, "untargeted")
+    assert int(hamming(away.code.reshape(1, -1), own)[0, 0]) > 8  # pushed far from its own code
+    private = to_tensor(load_image(tiny_data / "img" / "0002.png"))  # a "blue" image
+    carried = protector.protect(image, "carrier", private=private)
+    assert carried.distance == 0
+    assert (carried.code == protector.model.encode(private.unsqueeze(0))[0]).all()
+
+
+def test_tampered_weights_are_refused(served, tmp_path):
+    cfg, recorder, url = served
+    recorder.tamper = True
+    try:
+        with pytest.raises(ValueError, match="sha256"):
+            Server(url).model(tmp_path / "fresh")
+        assert not list((tmp_path / "fresh").glob("*/model.safetensors"))  # bad download not kept
+    finally:
+        recorder.tamper = False
