@@ -286,6 +286,75 @@ def query(ctx, image, server_url, do_protect, mode, target_label, strength, eps,
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="a small profile (few queries and steps) that runs in seconds")
+@click.option("--experiment", "names", multiple=True,
+              type=click.Choice(["table1", "table2", "table3", "figure2", "figure3", "figure4"]),
+              help="run only these (repeatable); default: all")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="results folder (default work_dir/results)")
+@click.option("--queries", type=int, help="query sample size (default 500; --quick: 8)")
+@click.option("--bits", type=int, multiple=True, help="bit lengths for table1/figure2 (repeatable)")
+@click.option("--tanh-steps", type=int, help="Tanh iterations (default 2000, the paper's)")
+@click.option("--rnm-steps", type=int, help="RNM iterations (default privacy.steps)")
+@click.pass_context
+def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -> None:
+    """Reproduce the paper's tables and figures on the configured dataset and model."""
+    import dataclasses
+
+    from privacy.evaluation import EvalOptions, run_all
+
+    cfg = _load(ctx)
+    opts = EvalOptions.quick_profile() if quick else EvalOptions()
+    changes = {"queries": queries, "bits": tuple(bits) or None, "tanh_steps": tanh_steps, "rnm_steps": rnm_steps}
+    opts = _guard(dataclasses.replace, opts, **{k: v for k, v in changes.items() if v is not None})
+    out = Path(out_dir) if out_dir else cfg.work_dir / "results"
+    report = _guard(run_all, cfg, out, opts, names=list(names) or None)
+    click.echo(f"results in {out} ({report})")
+
+
+@main.command()
+@click.option("--server", "server_url", help="read the query log from this server's admin API")
+@click.option("--token", envvar="HASHVEIL_ADMIN_TOKEN", help="admin token (or HASHVEIL_ADMIN_TOKEN)")
+@click.option("--db-url", help="read the query log from this database (default: the config's)")
+@click.option("--limit", type=int, default=100, show_default=True, help="newest N logged queries")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+              help="true labels per query id (JSON or CSV id,labels), for the leakage score")
+@click.option("--original", type=click.Path(exists=True, dir_okay=False), help="your original image")
+@click.option("--sent", type=click.Path(exists=True, dir_okay=False), help="the image you sent instead")
+@click.option("--radius", type=int, help="attacker's radius (default: as logged / server.radius)")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="write the report as JSON")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="write an HTML report with thumbnails")
+@click.pass_context
+def audit(ctx, server_url, token, db_url, limit, labels_file, original, sent, radius, json_out, html_out) -> None:
+    """What an attacker holding the server's query log learns (or compare --original with --sent)."""
+    from privacy import audit as au
+    from retrieval.imaging import load_image, to_tensor
+    from retrieval.search import open_searcher
+
+    cfg = _load(ctx)
+    searcher = _guard(open_searcher, cfg)
+    if bool(original) != bool(sent):
+        raise click.UsageError("--original and --sent go together")
+    if original:
+        o, s = (_guard(lambda p: to_tensor(load_image(p)), p) for p in (original, sent))
+        result = _guard(au.audit_pair, None, searcher, o, s, radius=radius or cfg.server.radius, k=10)
+        html = (lambda: au.pair_html(result, searcher, o, s))
+    else:
+        if server_url and not token:
+            raise click.UsageError("--server needs --token (or HASHVEIL_ADMIN_TOKEN)")
+        rows = (_guard(au.read_log_http, server_url, token, limit=limit) if server_url
+                else _guard(au.read_log_store, db_url or cfg.db_url, limit=limit))
+        truth = _guard(au.read_true_labels, labels_file) if labels_file else None
+        result = _guard(au.audit_log, searcher, rows, radius=radius, true_labels=truth)
+        html = (lambda: au.log_html(result, searcher, rows))
+    click.echo(au.format_summary(result))
+    if json_out:
+        Path(json_out).write_text(au.to_json(result))
+    if html_out:
+        Path(html_out).write_text(html())
+        click.echo(f"HTML report: {html_out}")
+
+
 def _metrics(card) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in card.metrics.items())
 
