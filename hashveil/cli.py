@@ -113,7 +113,10 @@ def _serve(cfg: Config, threads: int = 8) -> None:
 
     from retrieval.server import create_app
 
+    from webui import mount_service_pages
+
     app = _guard(create_app, cfg)
+    mount_service_pages(app)
     faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
     click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
     waitress.serve(app, host=cfg.server.host, port=cfg.server.port, threads=threads,
@@ -284,6 +287,22 @@ def query(ctx, image, server_url, do_protect, mode, target_label, strength, eps,
     click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
+
+
+@main.command()
+@click.option("--server", "server_url", required=True, help="the search server, e.g. http://127.0.0.1:5000")
+@click.option("--port", type=int, default=5001, show_default=True, help="local port of the client app")
+@click.pass_context
+def client(ctx, server_url: str, port: int) -> None:
+    """The privacy client as a local web app (localhost only): protect, then send only the protected image."""
+    import waitress
+
+    from webui import create_client_app
+
+    cfg = _load(ctx)
+    app = _guard(create_client_app, server_url, cfg)
+    click.echo(f"hashveil privacy client on http://127.0.0.1:{port}/ for {server_url}  (Ctrl+C stops it)")
+    waitress.serve(app, host="127.0.0.1", port=port, threads=4)
 
 
 @main.command()

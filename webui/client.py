@@ -1,0 +1,272 @@
+"""The user's privacy client: a small local app that protects images here and sends only those.
+
+``create_client_app(server_url, cfg)`` is run on the user's own machine (``hashveil client``).
+It downloads the server's model once (sha256-checked, ``privacy.client.Server.model``), protects
+an image in a background job, shows original / protected / amplified perturbation and the
+convergence curve, and on request sends the protected image, and nothing else, to the server.
+The original and a carrier mode's private image stay in this process: the only call that
+reaches the server's search is :func:`send`, and it sends ``job.pngs["protected"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import requests
+import torch
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from privacy.audit import majority_label
+from privacy.client import MODES, STRENGTHS, Protector, Server, apply_strength
+from retrieval.codes import to_hex
+from retrieval.config import Config
+from retrieval.imaging import decode_image, to_png, to_tensor
+from retrieval.model import HashNet
+from webui.assets import register_assets
+from webui.imagery import THUMB_MAX, THUMB_MIN, perturbation_png
+from webui.jobs import Busy, Job, JobRunner
+
+client_pages = Blueprint("client", __name__)
+
+CONFIGURED = "config"  # the strength that keeps cfg.privacy as it is
+IMAGE_KINDS = ("original", "protected", "perturbation", "private")
+RESULT_THUMB = 96
+
+
+def create_client_app(server_url: str, cfg: Config) -> Flask:
+    """The local privacy client for the search server at ``server_url`` (http or https)."""
+    parsed = urlparse(server_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"server_url must be an http(s) URL such as http://127.0.0.1:5000; got {server_url!r}")
+    app = Flask(__name__, static_folder=None, template_folder=None)  # webui_assets serves both
+    app.config["MAX_CONTENT_LENGTH"] = int(2 * cfg.server.max_upload_mb * 2**20) + 65536  # image + private
+    app.extensions["hashveil_client"] = ClientState(Server(server_url), cfg)
+    register_assets(app)
+    app.register_blueprint(client_pages)
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+class ClientState:
+    """The server connection, the downloaded model and the job runner of one client app."""
+
+    def __init__(self, server: Server, cfg: Config) -> None:
+        self.server = server
+        self.cfg = cfg
+        self.runner = JobRunner(self._protect)
+        self._lock = threading.Lock()
+        self._model: HashNet | None = None
+        self._counts: dict[str, int] | None = None
+        self._anchors: dict[str, np.ndarray] = {}
+
+    def model(self) -> HashNet:
+        with self._lock:
+            if self._model is None:
+                self._model, _ = self.server.model(Path(self.cfg.work_dir) / "client-cache")
+            return self._model
+
+    def label_counts(self) -> dict[str, int]:
+        with self._lock:
+            if self._counts is None:
+                self._counts = self.server.labels()
+            return self._counts
+
+    def anchors(self, label: str) -> np.ndarray:
+        """Codes (never images) of database items with ``label``, fetched once per label."""
+        if label not in self._anchors:
+            self._anchors[label] = self.server.anchors(label, self.cfg.privacy.n_anchor, self.cfg.privacy.seed)
+        return self._anchors[label]
+
+    def _protect(self, job: Job) -> None:
+        """The job's work, in the runner's thread: everything here stays on this machine."""
+        job.phase = "fetching the server's model (once)"
+        model, counts = self.model(), self.label_counts()
+        privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
+        protector = Protector(model, privacy, self.anchors, counts)
+        job.phase = "protecting on this machine"
+        p = protector.protect(job.original, job.mode, target_label=job.target_label, private=job.private)
+        job.phase = "preparing the images"
+        original_code = model.encode(job.original.unsqueeze(0))[0]
+        perturbation, gain = perturbation_png(job.original, p.image)
+        pngs = {"original": to_png(job.original), "protected": p.png(), "perturbation": perturbation}
+        if job.private is not None:
+            pngs["private"] = to_png(job.private)
+        job.facts = {
+            **p.summary(), "reached": p.distance == 0, "gain": round(gain, 1),
+            "eps_255": round(privacy.eps * 255, 2), "steps": privacy.steps, "method": privacy.method,
+            "trace": [int(d) for d in p.trace[:p.iterations + 1]],
+            "original_code": to_hex(original_code), "original_likely_label": _likely(protector, original_code),
+            "protected_likely_label": _likely(protector, p.code),
+            "sent_bytes": len(pngs["protected"]), "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
+        }
+        job.pngs, job.result = pngs, p
+
+
+def _likely(protector: Protector, code: np.ndarray) -> str | None:
+    """The label whose P2S anchor is nearest, or None when no label has enough items for one."""
+    try:
+        return protector.likely_label(code)
+    except ValueError:
+        return None
+
+
+def _state() -> ClientState:
+    return current_app.extensions["hashveil_client"]
+
+
+def _http_error(e: HTTPException) -> Any:
+    """JSON errors for everything but the page, so the page's script can show the message."""
+    if request.path == "/":
+        return e
+    message = e.description
+    if e.code == 413:
+        message = f"the images exceed this client's upload limit of {current_app.config['MAX_CONTENT_LENGTH'] // 2**20} MB"
+    return jsonify(error=message), e.code or 500
+
+
+@client_pages.errorhandler(ValueError)
+@client_pages.errorhandler(TypeError)
+def _bad_input(e: Exception) -> tuple[Response, int]:
+    return jsonify(error=str(e)), 400
+
+
+@client_pages.errorhandler(requests.RequestException)
+def _unreachable(e: requests.RequestException) -> tuple[Response, int]:
+    return jsonify(error=f"cannot reach the search server at {_state().server.url}: {e}"), 502
+
+
+@client_pages.before_request
+def _same_origin_posts() -> None:
+    """Refuse POSTs from other sites' pages: this app runs on the user's machine."""
+    origin = request.headers.get("Origin")
+    if request.method == "POST" and origin and urlparse(origin).netloc != request.host:
+        abort(403, "cross-site requests are refused")
+
+
+@client_pages.get("/")
+def page() -> Any:
+    st = _state()
+    try:
+        counts, error = st.label_counts(), ""
+    except (ValueError, requests.RequestException) as e:
+        counts, error = {}, f"Cannot reach the search server at {st.server.url}: {e}"
+    strengths = {CONFIGURED: {"eps": st.cfg.privacy.eps, "steps": st.cfg.privacy.steps}, **STRENGTHS}
+    return render_template("webui/client.html", server_url=st.server.url, labels=counts, modes=MODES,
+                           strengths=strengths, configured=CONFIGURED, radius=st.cfg.server.radius,
+                           n_anchor=st.cfg.privacy.n_anchor, error=error)
+
+
+def _upload(name: str, what: str) -> torch.Tensor:
+    """A multipart image field decoded to (3, H, W) in [0, 1]; ValueError says which field is bad."""
+    f = request.files.get(name)
+    if f is None or not f.filename:
+        raise ValueError(f"choose {what}")
+    try:
+        return to_tensor(decode_image(f.read()))
+    except ValueError as e:
+        raise ValueError(f"{what} ({f.filename}): {e}") from None
+
+
+@client_pages.post("/protect")
+def protect() -> tuple[Response, int]:
+    """Start protecting the uploaded image; 202 with the job's status URL, 409 while one runs."""
+    st = _state()
+    mode = request.form.get("mode", "semantic")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    strength = request.form.get("strength", CONFIGURED)
+    if strength != CONFIGURED and strength not in STRENGTHS:
+        raise ValueError(f"strength must be one of {[CONFIGURED, *STRENGTHS]}; got {strength!r}")
+    target_label = request.form.get("target_label", "") if mode == "semantic" else ""
+    if target_label and target_label not in st.label_counts():
+        raise ValueError(f"unknown target label {target_label!r}; known: {sorted(st.label_counts())}")
+    original = _upload("image", "the image to protect")
+    private = _upload("private", "the private image") if mode == "carrier" else None
+    job = Job(mode=mode, strength=strength, target_label=target_label or None, original=original,
+              private=private)
+    try:
+        st.runner.submit(job)
+    except Busy as e:
+        abort(409, str(e))
+    return jsonify(job=job.id, status_url=url_for("client.status", job_id=job.id)), 202
+
+
+def _job(job_id: str) -> Job:
+    try:
+        return _state().runner.get(job_id)
+    except KeyError:
+        abort(404, f"no protection job {job_id!r} (this client keeps its latest few)")
+
+
+@client_pages.get("/jobs/<job_id>")
+def status(job_id: str) -> Response:
+    job = _job(job_id)
+    body: dict[str, Any] = {"id": job.id, "state": job.state, "phase": job.phase, "mode": job.mode,
+                            "strength": job.strength, "requested_target": job.target_label,
+                            "elapsed_s": round(job.elapsed_s, 2), "error": job.error, "search": job.search}
+    if job.state == "done":
+        body["result"] = job.facts
+        body["images"] = {kind: url_for("client.image", job_id=job.id, kind=kind) for kind in job.pngs}
+        body["send_url"] = url_for("client.send", job_id=job.id)
+    return jsonify(body)
+
+
+@client_pages.get("/jobs/<job_id>/<kind>.png")
+def image(job_id: str, kind: str) -> Response:
+    """The job's images, to this browser only (this app listens on the user's machine)."""
+    job = _job(job_id)
+    if kind not in IMAGE_KINDS or kind not in job.pngs:
+        abort(404, f"job {job_id} has no {kind!r} image")
+    resp = Response(job.pngs[kind], mimetype="image/png")
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
+def _form_int(name: str, lo: int, hi: int) -> int | None:
+    raw = request.form.get(name, "").strip()
+    if raw == "":
+        return None
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}]; got {raw!r}")
+    return int(raw)
+
+
+@client_pages.post("/jobs/<job_id>/send")
+def send(job_id: str) -> Response:
+    """Send the protected image, and only it, to the server's search; return what came back."""
+    job = _job(job_id)
+    if job.state != "done":
+        abort(409, f"job {job_id} is {job.state}: only a finished protection can be sent")
+    radius, k = _form_int("radius", 0, 1024), _form_int("k", 1, 10**6)
+    answer = _state().server.search(job.pngs["protected"], radius, k)
+    hits = answer.get("results", [])
+    label, votes = majority_label(h.get("labels", []) for h in hits)
+    job.search = {
+        "code": answer.get("code"), "radius": answer.get("radius"), "k": answer.get("k"),
+        "count": len(hits), "inferred_label": label, "votes": votes,
+        "sent_bytes": len(job.pngs["protected"]),
+        "results": [{"id": h["id"], "distance": h["distance"], "labels": h["labels"],
+                     "thumb_url": url_for("client.thumb", image_id=h["id"], size=RESULT_THUMB)} for h in hits],
+    }
+    return jsonify(job.search)
+
+
+@client_pages.get("/thumbs/<int:image_id>")
+def thumb(image_id: int) -> Response:
+    """A result's thumbnail, fetched from the server by id (so the page needs no other origin)."""
+    raw = request.args.get("size", str(RESULT_THUMB))
+    if not raw.isdigit() or not THUMB_MIN <= int(raw) <= THUMB_MAX:
+        raise ValueError(f"size must be an int in [{THUMB_MIN}, {THUMB_MAX}]; got {raw!r}")
+    server = _state().server
+    r = server.http.get(f"{server.url}/api/images/{image_id}", params={"size": raw}, timeout=server.timeout)
+    if r.status_code >= 400:
+        abort(r.status_code if r.status_code < 500 else 502, f"the server answered {r.status_code} for image {image_id}")
+    resp = Response(r.content, mimetype=r.headers.get("Content-Type", "image/png"))
+    resp.headers["Cache-Control"] = "private, max-age=3600"
+    return resp

@@ -1,0 +1,164 @@
+"""The service's pages, on the same Flask app as the JSON API: search, and the attacker's view.
+
+The search page is plain HTML + JavaScript that calls ``POST /api/search`` like any client; the
+attacker's view (admin only) renders the query log that the API writes, to show what a service
+learns from its users' queries. Admin access: the token of ``server.admin_token`` or
+``HASHVEIL_ADMIN_TOKEN``, given once in a login form (the session then holds a keyed digest of
+it, not the token) or as ``Authorization: Bearer <token>`` on each request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from typing import Any
+
+from flask import (Blueprint, Flask, Response, abort, current_app, redirect, render_template, request,
+                   session, url_for)
+
+from retrieval.config import Config
+from retrieval.search import Searcher
+from webui.assets import register_assets
+from webui.imagery import THUMB_MAX, THUMB_MIN, thumbnail_png
+from webui.leakage import CONFIDENT_MIN_ITEMS, CONFIDENT_SHARE, describe, hourly
+
+pages = Blueprint("pages", __name__)
+
+RESULT_THUMB = 96  # px, thumbnails of search results
+LOG_THUMB = 64  # px, thumbnails of logged uploads
+SUMMARY_WINDOW = 500  # the leakage summary covers this many of the latest queries
+MAX_PAGE = 500
+
+
+def mount_service_pages(app: Flask) -> None:
+    """Add the search page (/) and the attacker's view (/admin) to the API's app."""
+    if not app.secret_key:
+        app.secret_key = os.urandom(32)  # sessions end when the server restarts
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    register_assets(app)
+    app.register_blueprint(pages)
+
+
+def _searcher() -> Searcher:
+    return current_app.extensions["hashveil_searcher"]
+
+
+def _cfg() -> Config:
+    return current_app.config["HASHVEIL_CONFIG"]
+
+
+def _page_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    if not raw.strip().isdigit() or not lo <= int(raw) <= hi:
+        abort(400, f"{name} must be an int in [{lo}, {hi}]; got {raw!r}")
+    return int(raw)
+
+
+@pages.get("/")
+def search_page() -> str:
+    s, cfg = _searcher(), _cfg()
+    return render_template("webui/search.html", radius=min(cfg.server.radius, s.hash_bits),
+                           hash_bits=s.hash_bits, max_k=cfg.server.max_k, items=s.index.ntotal,
+                           thumb=RESULT_THUMB, max_upload_mb=cfg.server.max_upload_mb)
+
+
+# admin
+
+
+def _admin_token() -> str:
+    return _cfg().server.admin_token or os.environ.get("HASHVEIL_ADMIN_TOKEN", "")
+
+
+def _session_mark(token: str) -> str:
+    """What the session keeps for a logged-in admin: the token keyed with the app's secret."""
+    key = current_app.secret_key
+    key = key if isinstance(key, bytes) else str(key).encode()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def _is_admin() -> bool:
+    token = _admin_token()
+    if not token:
+        return False
+    given = request.headers.get("Authorization", "")
+    if given.startswith("Bearer "):
+        return hmac.compare_digest(given[7:].encode(), token.encode())
+    mark = session.get("admin")
+    return isinstance(mark, str) and hmac.compare_digest(mark.encode(), _session_mark(token).encode())
+
+
+def _login_page(status: int, error: str = "") -> tuple[str, int]:
+    return render_template("webui/login.html", error=error, enabled=bool(_admin_token())), status
+
+
+@pages.route("/admin/login", methods=["GET", "POST"])
+def admin_login() -> Any:
+    token = _admin_token()
+    if not token:
+        return _login_page(403, "The attacker's view is disabled: set server.admin_token or "
+                                "HASHVEIL_ADMIN_TOKEN on the server.")
+    if request.method == "GET":
+        return _login_page(200)
+    given = request.form.get("token", "")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return _login_page(403, "Wrong admin token.")
+    session.clear()
+    session["admin"] = _session_mark(token)
+    return redirect(url_for("pages.admin"), code=303)
+
+
+@pages.post("/admin/logout")
+def admin_logout() -> Response:
+    session.pop("admin", None)
+    return redirect(url_for("pages.search_page"), code=303)
+
+
+@pages.get("/admin")
+def admin() -> Any:
+    """The query log as an attacker holding it reads it, with a leakage summary per hour."""
+    if not _admin_token():
+        return _login_page(403, "The attacker's view is disabled: set server.admin_token or "
+                                "HASHVEIL_ADMIN_TOKEN on the server.")
+    if not _is_admin():
+        return _login_page(401, "Log in with the admin token to see the query log.")
+    limit = _page_int("limit", 50, 1, MAX_PAGE)
+    offset = _page_int("offset", 0, 0, 2**31 - 1)
+    store = _searcher().store
+    window = store.query_log(limit=SUMMARY_WINDOW)
+    rows = window[offset:offset + limit] if offset + limit <= SUMMARY_WINDOW else store.query_log(limit, offset)
+    images = store.images({i for r in (*window, *rows) for i in r.result_ids})
+    described = {r.id: describe(r, images) for r in window}
+    queries = [described.get(r.id) or describe(r, images) for r in rows]
+    return render_template(
+        "webui/admin.html", queries=queries, summary=hourly(list(described.values())),
+        window=len(window), summary_limit=SUMMARY_WINDOW, limit=limit, offset=offset,
+        has_more=len(rows) == limit, thumb=LOG_THUMB, result_thumb=48,
+        confident_min=CONFIDENT_MIN_ITEMS, confident_share=CONFIDENT_SHARE,
+        bearer=request.headers.get("Authorization", "").startswith("Bearer "))
+
+
+@pages.get("/admin/queries/<int:query_id>/upload.png")
+def admin_upload_thumbnail(query_id: int) -> Response:
+    """A logged upload, decoded and re-encoded as a PNG thumbnail (admin only)."""
+    if not _admin_token():
+        abort(403, "the attacker's view is disabled: set server.admin_token or HASHVEIL_ADMIN_TOKEN")
+    if not _is_admin():
+        abort(401, "log in at /admin/login or send 'Authorization: Bearer <token>'")
+    size = _page_int("size", LOG_THUMB, THUMB_MIN, THUMB_MAX)
+    try:
+        row = _searcher().store.logged_query(query_id)
+    except KeyError:
+        abort(404, f"no logged query with id {query_id}")
+    if row.upload is None:
+        abort(404, f"logged query {query_id} was a code query: it has no upload")
+    try:
+        png = thumbnail_png(row.upload, size)
+    except ValueError as e:
+        abort(404, f"the upload of query {query_id} cannot be decoded: {e}")
+    resp = Response(png, mimetype="image/png")
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
