@@ -88,6 +88,11 @@ class Server:
         data = self._get("/api/anchors", label=label, n=n, seed=seed).json()
         return np.array([list(bytes.fromhex(c)) for c in data["codes"]], dtype=np.uint8)
 
+    def image(self, image_id: int, size: int | None = None) -> bytes:
+        """A database image (or thumbnail) by id: PNG bytes."""
+        params = {"size": size} if size is not None else {}
+        return self._get(f"/api/images/{int(image_id)}", **params).content
+
     def search(self, image_png: bytes, radius: int | None = None, k: int | None = None) -> dict:
         form = {key: str(v) for key, v in (("radius", radius), ("k", k)) if v is not None}
         r = self.http.post(f"{self.url}/api/search", files={"image": ("query.png", image_png, "image/png")},

@@ -43,7 +43,7 @@ class DataConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = ""
     num_query: int = 1000
-    num_train: int = 12000
+    num_train: int = 20000
     num_database: int = 20000
     seed: int = 0
 
@@ -58,7 +58,7 @@ class DataConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 1e-4
     eta: float = 0.1
     map_topk: int = 0
     device: str = "cpu"

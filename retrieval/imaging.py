@@ -32,8 +32,10 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
             img.seek(0)  # first frame of an animation
             img = ImageOps.exif_transpose(img)
             img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ValueError(f"not a readable image: {e}") from None
+    except UnidentifiedImageError:
+        raise ValueError("not a readable image (PNG, JPEG, GIF, BMP, TIFF or WebP expected)") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image refused: {e}") from None
     except (OSError, SyntaxError) as e:  # PIL reports truncated and corrupt files as OSError
         raise ValueError(f"corrupt or truncated image: {e}") from None
     return _to_rgb(img)

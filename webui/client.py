@@ -263,10 +263,10 @@ def thumb(image_id: int) -> Response:
     raw = request.args.get("size", str(RESULT_THUMB))
     if not raw.isdigit() or not THUMB_MIN <= int(raw) <= THUMB_MAX:
         raise ValueError(f"size must be an int in [{THUMB_MIN}, {THUMB_MAX}]; got {raw!r}")
-    server = _state().server
-    r = server.http.get(f"{server.url}/api/images/{image_id}", params={"size": raw}, timeout=server.timeout)
-    if r.status_code >= 400:
-        abort(r.status_code if r.status_code < 500 else 502, f"the server answered {r.status_code} for image {image_id}")
-    resp = Response(r.content, mimetype=r.headers.get("Content-Type", "image/png"))
+    try:
+        data = _state().server.image(image_id, int(raw))
+    except ValueError as e:  # the server's 4xx/5xx, with its message
+        abort(404, str(e))
+    resp = Response(data, mimetype="image/png")
     resp.headers["Cache-Control"] = "private, max-age=3600"
     return resp
