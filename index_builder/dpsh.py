@@ -164,58 +164,57 @@ def _key_digest(cfg: Config) -> str:
 def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.Tensor, device: str,
                 model_dir: Path) -> None:
     """Train the hash head on cached backbone features."""
-    n, bits = len(feats), model.hash_bits
-    opt = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr)
-    bank = torch.zeros(n, bits)
-    start = _resume(cfg, model.head, opt, bank, model_dir)
-    bank, labels, feats = bank.to(device), labels.to(device), feats.to(device)
+    feats = feats.to(device)
     gen = torch.Generator().manual_seed(cfg.data.seed)
-    for _ in range(start):
-        torch.randperm(n, generator=gen)  # keep the shuffle sequence of an uninterrupted run
-    bar = tqdm(range(start, cfg.train.epochs), desc="train DPSH head", unit="epoch", initial=start,
-               total=cfg.train.epochs)
-    for epoch in bar:
-        model.head.train()
-        total = 0.0
-        for idx in torch.randperm(n, generator=gen).split(cfg.train.batch_size):
-            idx = idx.to(device)
-            u = model.head(feats[idx])
-            bank[idx] = u.detach()
-            loss = dpsh_loss(u, bank, (labels[idx] @ labels.T > 0).float(), cfg.train.eta)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        bar.set_postfix(loss=f"{total / n:.4f}")
-        _save_state(cfg, model.head, opt, bank, epoch + 1, model_dir)
+    orders: list[torch.Tensor] = []  # one shuffle per epoch from one generator, replayed on resume
+
+    def batches(epoch: int):
+        while len(orders) <= epoch:
+            orders.append(torch.randperm(len(feats), generator=gen))
+        for rows in orders[epoch].split(cfg.train.batch_size):
+            rows = rows.to(device)
+            yield feats[rows], rows
+
+    _fit(cfg, model.head, model.hash_bits, batches, labels, device, model_dir, "train DPSH head")
 
 
 def _train_full(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
                 labels: torch.Tensor, device: str, model_dir: Path) -> None:
     """Train backbone and head end to end on images (small_cnn, or fine-tuning on a GPU)."""
-    n, bits = len(splits.train), model.hash_bits
-    train_labels = labels[splits.train].to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    bank = torch.zeros(n, bits)
-    start = _resume(cfg, model, opt, bank, model_dir)
-    bank = bank.to(device)
     position = np.full(len(images), -1)
-    position[splits.train] = np.arange(n)  # ImageList index -> row in the bank
-    bar = tqdm(range(start, cfg.train.epochs), desc="train DPSH", unit="epoch", initial=start,
-               total=cfg.train.epochs)
+    position[splits.train] = np.arange(len(splits.train))  # ImageList index -> row in the bank
+
+    def batches(epoch: int):
+        for x, index in loader(images, splits.train, model.image_size, cfg.train.batch_size,
+                               cfg.index.workers, shuffle=True, seed=cfg.data.seed + epoch):
+            yield x.to(device), torch.from_numpy(position[index.numpy()]).to(device)
+
+    _fit(cfg, model, model.hash_bits, batches, labels[splits.train], device, model_dir, "train DPSH")
+
+
+def _fit(cfg: Config, module: torch.nn.Module, bits: int, batches, labels: torch.Tensor, device: str,
+         model_dir: Path, desc: str) -> None:
+    """The DPSH loop: ``batches(epoch)`` yields (inputs of ``module``, their rows in the bank).
+
+    The bank holds the latest outputs of all n training items; a state is saved after every
+    epoch, and a rerun with the same settings resumes from it.
+    """
+    n = len(labels)
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.train.lr)
+    bank = torch.zeros(n, bits)
+    start = _resume(cfg, module, opt, bank, model_dir)
+    bank, labels = bank.to(device), labels.to(device)
+    bar = tqdm(range(start, cfg.train.epochs), desc=desc, unit="epoch", initial=start, total=cfg.train.epochs)
     for epoch in bar:
-        model.train()
+        module.train()
         total = 0.0
-        batches = loader(images, splits.train, model.image_size, cfg.train.batch_size,
-                         cfg.index.workers, shuffle=True, seed=cfg.data.seed + epoch)
-        for x, index in batches:
-            pos = torch.from_numpy(position[index.numpy()]).to(device)
-            u = model(x.to(device))
-            bank[pos] = u.detach()
-            loss = dpsh_loss(u, bank, (train_labels[pos] @ train_labels.T > 0).float(), cfg.train.eta)
+        for inputs, rows in batches(epoch):
+            u = module(inputs)
+            bank[rows] = u.detach()
+            loss = dpsh_loss(u, bank, (labels[rows] @ labels.T > 0).float(), cfg.train.eta)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * len(pos)
+            total += loss.item() * len(rows)
         bar.set_postfix(loss=f"{total / n:.4f}")
-        _save_state(cfg, model, opt, bank, epoch + 1, model_dir)
+        _save_state(cfg, module, opt, bank, epoch + 1, model_dir)

@@ -32,6 +32,7 @@ import requests
 import torch
 from tqdm import tqdm
 
+from privacy.client import raise_for_status
 from privacy.metrics import linf, psnr
 from retrieval.codes import hamming, to_hex
 from retrieval.imaging import decode_image, load_image, to_pil, to_png, to_tensor
@@ -241,7 +242,7 @@ def read_log_http(server: str, token: str, limit: int = 100, offset: int = 0, *,
     base, auth = server.rstrip("/"), {"Authorization": f"Bearer {token}"}
     r = http.get(f"{base}/api/admin/queries", params={"limit": limit, "offset": offset}, headers=auth,
                  timeout=timeout)
-    _check(r)
+    raise_for_status(r)
     body = r.json()
     if not isinstance(body, dict) or not isinstance(body.get("queries"), list):
         raise ValueError(f"{r.url} must answer {{\"queries\": [...]}}; got {str(body)[:200]}")
@@ -253,22 +254,13 @@ def read_log_http(server: str, token: str, limit: int = 100, offset: int = 0, *,
         upload = None
         if uploads and item["has_upload"]:
             u = http.get(f"{base}/api/admin/queries/{int(item['id'])}/upload", headers=auth, timeout=timeout)
-            _check(u)
+            raise_for_status(u)
             upload = u.content
         rows.append(QueryLogRow(int(item["id"]), datetime.fromisoformat(item["created_at"]),
                                 bytes.fromhex(item["code"]), int(item["radius"]),
                                 None if item["k"] is None else int(item["k"]),
                                 tuple(int(i) for i in item["result_ids"]), upload, item["upload_type"], None))
     return rows
-
-
-def _check(r: requests.Response) -> None:
-    if r.status_code >= 400:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text[:200]
-        raise ValueError(f"server answered {r.status_code} for {r.url}: {message}")
 
 
 def read_true_labels(path: str | Path) -> dict[int, set[str]]:

@@ -54,7 +54,7 @@ class Server:
 
     def _get(self, path: str, **params) -> requests.Response:
         r = self.http.get(f"{self.url}{path}", params=params, timeout=self.timeout)
-        _raise_for_status(r)
+        raise_for_status(r)
         return r
 
     def model(self, cache_dir: Path) -> tuple[HashNet, ModelCard]:
@@ -70,7 +70,7 @@ class Server:
             (folder / CARD_FILE).write_text(ModelCard.from_dict(card_fields).to_json())
             tmp = folder / (WEIGHTS_FILE + ".part")
             with self.http.get(f"{self.url}/api/model/weights", stream=True, timeout=self.timeout) as r:
-                _raise_for_status(r)
+                raise_for_status(r)
                 with tmp.open("wb") as f:
                     for block in r.iter_content(1 << 20):
                         f.write(block)
@@ -97,11 +97,12 @@ class Server:
         form = {key: str(v) for key, v in (("radius", radius), ("k", k)) if v is not None}
         r = self.http.post(f"{self.url}/api/search", files={"image": ("query.png", image_png, "image/png")},
                            data=form, timeout=self.timeout)
-        _raise_for_status(r)
+        raise_for_status(r)
         return r.json()
 
 
-def _raise_for_status(r: requests.Response) -> None:
+def raise_for_status(r: requests.Response) -> None:
+    """Turn an HTTP error answer into a ValueError carrying the server's JSON message."""
     if r.status_code >= 400:
         try:
             message = r.json().get("error", r.text)

@@ -7,6 +7,7 @@ flags) go through :func:`override`, which validates them the same way as the fil
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,10 @@ class ServerConfig:
             raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")
         _int_range("server.radius", self.radius, 0, 64)
         _int_range("server.max_k", self.max_k, 1, 10**6)
+
+    def admin_secret(self) -> str:
+        """The admin token: server.admin_token, else HASHVEIL_ADMIN_TOKEN; "" = admin routes off."""
+        return self.admin_token or os.environ.get("HASHVEIL_ADMIN_TOKEN", "")
 
 
 @dataclass(frozen=True)

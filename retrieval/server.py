@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 from dataclasses import asdict
 from typing import Any
@@ -228,7 +227,7 @@ def stats() -> Response:
 
 def _require_admin() -> None:
     """401 without a bearer token, 403 with a wrong one or when no admin token is configured."""
-    token = _cfg().server.admin_token or os.environ.get("HASHVEIL_ADMIN_TOKEN", "")
+    token = _cfg().server.admin_secret()
     if not token:
         abort(403, "the admin API is disabled: set server.admin_token or HASHVEIL_ADMIN_TOKEN")
     given = request.headers.get("Authorization", "")

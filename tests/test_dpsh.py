@@ -23,3 +23,36 @@ def test_dpsh_loss_is_stable_for_large_inner_products():
     loss = dpsh_loss(u, bank, torch.ones(1, 1), eta=0.0)
     assert torch.isfinite(loss)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)  # similar pair, huge agreement: no loss
+
+
+def test_training_resumes_where_it_stopped(tmp_path, tiny_data, monkeypatch):
+    """A run killed after epoch 2 and restarted ends with the same weights as one uninterrupted run."""
+    import pytest as _pytest
+
+    from conftest import tiny_config
+    from index_builder import dpsh
+    from retrieval.config import override
+    from retrieval.model import load_checkpoint
+
+    cfg = override(tiny_config(tmp_path / "a", tiny_data), train={"epochs": 3})
+    dpsh.train(cfg)
+    whole, _ = load_checkpoint(tmp_path / "a" / "model")
+
+    cfg_b = override(cfg, paths={"work_dir": tmp_path / "b"})
+    real_save = dpsh._save_state
+
+    def save_then_die(cfg, module, opt, bank, epoch, model_dir):
+        real_save(cfg, module, opt, bank, epoch, model_dir)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dpsh, "_save_state", save_then_die)
+    with _pytest.raises(KeyboardInterrupt):
+        dpsh.train(cfg_b)
+    assert (tmp_path / "b" / "model" / dpsh.STATE_FILE).is_file()
+    assert not (tmp_path / "b" / "model" / "model.json").exists()  # no half model
+    monkeypatch.setattr(dpsh, "_save_state", real_save)
+    dpsh.train(cfg_b)
+    resumed, _ = load_checkpoint(tmp_path / "b" / "model")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -70,7 +70,7 @@ def search_page() -> str:
 
 
 def _admin_token() -> str:
-    return _cfg().server.admin_token or os.environ.get("HASHVEIL_ADMIN_TOKEN", "")
+    return _cfg().server.admin_secret()
 
 
 def _session_mark(token: str) -> str:
