@@ -90,29 +90,33 @@ def main() -> None:
         c = model(x)
     print(f"model {card.backbone} {card.hash_bits} bits, {len(x)} queries, eps {cfg.privacy.eps * 255:.1f}/255, "
           f"mean |C(x)| {c.abs().mean():.3f}")
-    print(f"{'method':<14} {'target':<6} {'reached':>8} {'median it':>9} {'p95 it':>7} "
+    print(f"step rule {p.step_rule}, largest step {p.step_size * 255:.0f}/255 (rnm-margin-sign: sign steps of 1/255)")
+    print(f"{'method':<16} {'target':<6} {'reached':>8} {'median it':>9} {'p95 it':>7} "
           f"{'s/img batch':>11} {'s/img single':>12} {'PSNR dB':>8}")
-    methods = [("rnm-margin", "rnm", {"variant": "margin"}, args.steps),
-               ("rnm-proximal", "rnm", {"variant": "proximal"}, args.steps),
-               ("rnm-literal", "rnm", {"variant": "literal"}, args.steps),
-               ("tanh", "tanh", {}, args.tanh_steps)]
+    p = cfg.privacy
+    scaled = {"step_rule": p.step_rule, "step_size": p.step_size}
+    sign = {"step_rule": "sign", "step_size": 1 / 255}
+    methods = [("rnm-margin", "rnm", {"variant": "margin", **scaled}, args.steps),
+               ("rnm-margin-sign", "rnm", {"variant": "margin", **sign}, args.steps),
+               ("rnm-proximal", "rnm", {"variant": "proximal", **scaled}, args.steps),
+               ("rnm-literal", "rnm", {"variant": "literal", **scaled}, args.steps),
+               ("tanh", "tanh", scaled, args.tanh_steps)]
     default_images = None
     for name, method, extra, steps in methods:
-        attack = make_attack(method, model, eps=cfg.privacy.eps, steps=steps,
-                             step_size=cfg.privacy.step_size, **extra)
+        attack = make_attack(method, model, eps=p.eps, steps=steps, **extra)
         for kind, t in (("P2S", p2s), ("P2P", p2p)):
             adv, codes, its, seconds = run(attack, x, t, args.batch)
             reached = hamming(codes, t).diagonal() == 0
             _, _, _, single = run(attack, x[: args.single], t[: args.single], 1)
             it_ok = its[reached] if reached.any() else np.array([np.nan])
-            print(f"{name:<14} {kind:<6} {reached.mean():>8.1%} {np.median(it_ok):>9.0f} "
+            print(f"{name:<16} {kind:<6} {reached.mean():>8.1%} {np.median(it_ok):>9.0f} "
                   f"{np.percentile(it_ok, 95):>7.0f} {seconds / len(x):>11.3f} {single / args.single:>12.3f} "
                   f"{psnr(adv, x).mean():>8.2f}")
             if name == "rnm-margin" and kind == "P2S":
                 default_images = adv
     print("robustness of rnm-margin P2S codes to re-encoding by the server (share still at target):")
-    attack_m = make_attack("rnm", model, eps=cfg.privacy.eps, steps=args.steps, step_size=cfg.privacy.step_size,
-                           variant="margin", margin=args.robust_margin)
+    attack_m = make_attack("rnm", model, eps=p.eps, steps=args.steps, variant="margin",
+                           margin=args.robust_margin, **scaled)
     with_margin, _, _, _ = run(attack_m, x, p2s, args.batch)
     for how in ("jpeg90", "jpeg75", "resize0.9"):
         shares = []

@@ -149,7 +149,9 @@ class Protector:
         self._anchors = anchors
         self._anchor_codes: dict[str, np.ndarray] = {}
         self.rng = np.random.default_rng(cfg.seed)
-        extra = {"variant": cfg.rnm_variant, "margin": cfg.margin} if cfg.method == "rnm" else {}
+        extra = {"tanh": {"step_rule": cfg.step_rule},
+                 "rnm": {"step_rule": cfg.step_rule, "variant": cfg.rnm_variant, "margin": cfg.margin}}
+        extra = extra.get(cfg.method, {})
         self.attack = make_attack(cfg.method, model, eps=cfg.eps, steps=cfg.steps,
                                   step_size=cfg.step_size, **extra)
 

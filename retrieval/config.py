@@ -110,7 +110,8 @@ class PrivacyConfig:
     rnm_variant: str = "margin"
     eps: float = 8 / 255
     steps: int = 100
-    step_size: float = 1 / 255
+    step_size: float = 8 / 255
+    step_rule: str = "scaled"
     margin: float = 0.0
     n_anchor: int = 9
     seed: int = 0
@@ -118,6 +119,7 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
         _choice("privacy.rnm_variant", self.rnm_variant, ("margin", "proximal", "literal"))
+        _choice("privacy.step_rule", self.step_rule, ("sign", "scaled"))
         if not 0 < self.eps <= 1:
             raise ValueError(f"privacy.eps must be in (0, 1] (pixels in [0, 1]); got {self.eps}")
         _int_range("privacy.steps", self.steps, 1, 10**5)

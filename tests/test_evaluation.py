@@ -30,7 +30,7 @@ def quick(tiny_trained, tmp_path_factory):
     """run_all once in the quick profile. The tiny colour model only moves under a visible budget,
     so protection uses eps 0.5 with 16/255 steps (Table 2 and Figure 3 keep their small eps)."""
     cfg, _ = tiny_trained
-    cfg = override(cfg, privacy={"eps": 0.5, "step_size": 16 / 255})
+    cfg = override(cfg, privacy={"eps": 0.5, "step_size": 16 / 255, "step_rule": "sign"})
     out = tmp_path_factory.mktemp("eval")
     options = EvalOptions.quick_profile(queries=QUERIES, rnm_steps=8, tanh_steps=12, eps_list=EPS_LIST)
     return cfg, out, options, run_all(cfg, out, options)

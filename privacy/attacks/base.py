@@ -100,6 +100,18 @@ def check_targets(target_codes: np.ndarray, n: int, hash_bits: int) -> np.ndarra
     return codes
 
 
+STEP_RULES = ("sign", "scaled")
+
+
+def _direction(grad: torch.Tensor, rule: str) -> torch.Tensor:
+    """The PGD step direction: sign(grad) (every pixel moves a full step), or grad scaled so its
+    largest entry per image is 1 ("scaled": pixels that matter less move less, for a higher PSNR)."""
+    if rule == "sign":
+        return grad.sign()
+    peak = grad.abs().amax(dim=tuple(range(1, grad.ndim)), keepdim=True)
+    return grad / peak.clamp_min(1e-12)
+
+
 class Attack:
     """Base of every attack: validation, the batched PGD loop with an active set, the Result.
 
@@ -111,7 +123,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100,
                  step_size: float = 1 / 255, early_stop: bool = True, margin: float = 0.0,
-                 quantize: bool = True) -> None:
+                 quantize: bool = True, step_rule: str = "sign") -> None:
         if not 0 <= eps <= 1:
             raise ValueError(f"eps must be in [0, 1] (pixels); got {eps}")
         if not isinstance(steps, int) or steps < 0:
@@ -122,7 +134,10 @@ class Attack:
             raise ValueError(f"margin must be >= 0; got {margin}")
         self.model = model
         self.eps, self.steps, self.step_size = float(eps), steps, float(step_size)
+        if step_rule not in STEP_RULES:
+            raise ValueError(f"step_rule must be one of {STEP_RULES}; got {step_rule!r}")
         self.early_stop, self.margin, self.quantize = early_stop, float(margin), quantize
+        self.step_rule = step_rule
 
     def loss(self, c: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
         """Per-image loss to minimise. Shape: C (m, K), targets {-1, +1} (m, K) -> (m,)."""
@@ -166,7 +181,7 @@ class Attack:
             (grad,) = torch.autograd.grad(loss, xq)
             active = active[keep]
             adv[active] = torch.minimum(torch.maximum(
-                adv[active] - self.step_size * grad[keep].sign(), lo[active]), hi[active])
+                adv[active] - self.step_size * _direction(grad[keep], self.step_rule), lo[active]), hi[active])
             iterations[active] += 1
         return self._result(self._project(adv, lo, hi), targets, iterations, trace)
 

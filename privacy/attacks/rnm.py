@@ -91,9 +91,10 @@ class RNM(Attack):
     def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100,
                  step_size: float = 1 / 255, variant: str = "margin", margin: float = 0.0,
                  beta: float | None = None, lam: float | None = None, early_stop: bool = True,
-                 quantize: bool = True) -> None:
+                 quantize: bool = True, step_rule: str = "sign") -> None:
         super().__init__(model, eps=eps, steps=steps, step_size=step_size,
-                         early_stop=early_stop, margin=margin, quantize=quantize)
+                         early_stop=early_stop, margin=margin, quantize=quantize,
+                         step_rule=step_rule)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
         if beta is not None and not beta >= 0:

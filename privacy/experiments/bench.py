@@ -31,7 +31,7 @@ from privacy.attacks import make_attack
 from privacy.experiments.options import EvalOptions
 from privacy.metrics import psnr
 from privacy.targets import anchor_code, pick_target_label, untargeted_target
-from retrieval.config import Config, override
+from retrieval.config import Config, PrivacyConfig, override
 from retrieval.metrics import MapResult, mean_average_precision
 from retrieval.model import HashNet, load_checkpoint, read_card
 
@@ -181,8 +181,7 @@ class Workbench:
                           leave=False):
             stop = min(start + self.options.batch_size, n)
             # a seed per batch: the noise baseline draws fresh noise for every batch, reproducibly
-            attack = make_attack_for(method, bench.model, eps=eps, steps=steps, step_size=p.step_size,
-                                     variant=p.rnm_variant, margin=p.margin, seed=self.options.seed + start)
+            attack = make_attack_for(method, bench.model, p, eps=eps, steps=steps, seed=self.options.seed + start)
             x = bench.images[start:stop].to(self.device)
             r = attack(x, bench.targets[target][start:stop])
             parts.append((r.codes, psnr(r.images.cpu(), x.cpu()).numpy(), r.iterations.cpu().numpy(),
@@ -225,16 +224,16 @@ def open_workbench(cfg: Config, out_dir: Path, options: EvalOptions | None,
     return wb, out
 
 
-def make_attack_for(method: str, model: HashNet, *, eps: float, steps: int, step_size: float,
-                    variant: str, margin: float, seed: int):
-    """The attack of an evaluation method name: rnm (config variant), rnm-literal, tanh, noise."""
+def make_attack_for(method: str, model: HashNet, p: PrivacyConfig, *, eps: float, steps: int, seed: int):
+    """The attack of an evaluation method name: rnm (config variant), rnm-literal, tanh, noise;
+    step size and rule from the privacy config."""
     if method == "noise":
         return make_attack("noise", model, eps=eps, early_stop=False, seed=seed)
+    step = {"step_size": p.step_size, "step_rule": p.step_rule}
     if method == "tanh":
-        return make_attack("tanh", model, eps=eps, steps=steps, step_size=step_size)
-    variant = "literal" if method == "rnm-literal" else variant
-    return make_attack("rnm", model, eps=eps, steps=steps, step_size=step_size, variant=variant,
-                       margin=margin)
+        return make_attack("tanh", model, eps=eps, steps=steps, **step)
+    variant = "literal" if method == "rnm-literal" else p.rnm_variant
+    return make_attack("rnm", model, eps=eps, steps=steps, variant=variant, margin=p.margin, **step)
 
 
 def draw_sample(images: ImageList, splits: Splits, queries: int, n_anchor: int, seed: int) -> QuerySample:

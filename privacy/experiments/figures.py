@@ -164,8 +164,7 @@ def figure4(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
     variants = [("original", x)]
     variants += [(f"{name} {s[0]:g}", _obfuscate(name, x, s[0], wb.options.seed))
                  for name, s in wb.options.obfuscations]
-    attack = make_attack_for("rnm", bench.model, eps=wb.eps, steps=wb.rnm_steps, step_size=p.step_size,
-                             variant=p.rnm_variant, margin=p.margin, seed=wb.options.seed)
+    attack = make_attack_for("rnm", bench.model, p, eps=wb.eps, steps=wb.rnm_steps, seed=wb.options.seed)
     protected = attack(x, bench.targets["p2s"][:n]).images
     variants.append((f"protected {wb.eps * 255:.0f}/255", protected))
     cams = {name: grad_cam(bench.model, imgs) for name, imgs in tqdm(variants, desc="figure 4", unit="variant")}

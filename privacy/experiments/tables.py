@@ -55,7 +55,7 @@ def _notes(wb: Workbench, n: int) -> list[str]:
         f"{n} queries drawn from the query split with seed {wb.options.seed}; dataset {cfg.data.dataset}, "
         f"backbone {cfg.model.backbone}; {at}, Hamming ranking with ties broken by id, queries with "
         "no relevant item count as AP 0.",
-        f"eps {wb.eps:.4f} ({wb.eps * 255:.1f}/255) in pixels, sign-PGD step {cfg.privacy.step_size * 255:.1f}/255; "
+        f"eps {wb.eps:.4f} ({wb.eps * 255:.1f}/255) in pixels, {cfg.privacy.step_rule} PGD step {cfg.privacy.step_size * 255:.1f}/255; "
         f"RNM = variant '{cfg.privacy.rnm_variant}' with {wb.rnm_steps} steps, Tanh = DHTA schedule "
         f"over {wb.options.tanh_steps} steps; both stop early once the code equals the target "
         "(t-MAP depends only on the final code).",
