@@ -79,6 +79,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(args.config)
+    p = cfg.privacy
     model, card = load_checkpoint(cfg.work_dir / "model")
     images = open_dataset(cfg.data, cfg.work_dir, card.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
@@ -93,7 +94,6 @@ def main() -> None:
     print(f"step rule {p.step_rule}, largest step {p.step_size * 255:.0f}/255 (rnm-margin-sign: sign steps of 1/255)")
     print(f"{'method':<16} {'target':<6} {'reached':>8} {'median it':>9} {'p95 it':>7} "
           f"{'s/img batch':>11} {'s/img single':>12} {'PSNR dB':>8}")
-    p = cfg.privacy
     scaled = {"step_rule": p.step_rule, "step_size": p.step_size}
     sign = {"step_rule": "sign", "step_size": 1 / 255}
     methods = [("rnm-margin", "rnm", {"variant": "margin", **scaled}, args.steps),
