@@ -107,7 +107,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class PrivacyConfig:
     method: str = "rnm"
-    rnm_variant: str = "margin"
+    rnm_variant: str = "proximal"
     eps: float = 8 / 255
     steps: int = 100
     step_size: float = 8 / 255

@@ -14,7 +14,7 @@ They differ in the term that shapes C:
   reading; eq. 11 with lr = 1 is that case). P = beta ||C - p||^2 + L(sign(C), h_t).
 - ``"margin"``: a hinge (1/K) sum_j relu(m - t_j c_j) that pushes only the bits still on the
   wrong side or within ``margin`` m of 0, so finished bits cost nothing (m = 0: wrong bits
-  only). The project's default (config.toml, privacy.rnm_variant).
+  only).
 
 ``margin`` also sets the stopping rule for every variant: an image is done when each bit of
 C(x') lies at least m past 0 on the target's side (m = 0: its code equals the target).
@@ -89,7 +89,7 @@ class RNM(Attack):
     """
 
     def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100,
-                 step_size: float = 1 / 255, variant: str = "margin", margin: float = 0.0,
+                 step_size: float = 1 / 255, variant: str = "proximal", margin: float = 0.0,
                  beta: float | None = None, lam: float | None = None, early_stop: bool = True,
                  quantize: bool = True, step_rule: str = "sign") -> None:
         super().__init__(model, eps=eps, steps=steps, step_size=step_size,
