@@ -208,7 +208,7 @@ def test_each_image_stops_when_it_reaches_its_target(model: HashNet) -> None:
     targets = unpack(model.encode(x))
     nearest = c.abs().argsort(dim=1)[:, :3]  # flip the three bits closest to 0
     targets.scatter_(1, nearest, -targets.gather(1, nearest))
-    result = RNM(model, steps=20)(x, pack(targets))
+    result = RNM(model, steps=20, variant="margin")(x, pack(targets))
     assert result.trace[0].tolist() == [3.0] * 8
     assert result.reached.all()  # measured: 2 to 4 steps each
     its = result.iterations.tolist()
