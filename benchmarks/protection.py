@@ -76,6 +76,9 @@ def main() -> None:
     ap.add_argument("--tanh-steps", type=int, default=500)
     ap.add_argument("--single", type=int, default=10, help="images timed one at a time")
     ap.add_argument("--robust-margin", type=float, default=2.0)
+    ap.add_argument("--methods", nargs="+", help="only these rows (rnm-proximal rnm-margin rnm-margin-sign "
+                                                  "rnm-literal tanh); default: all")
+    ap.add_argument("--no-robustness", action="store_true", help="skip the re-encoding check")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(args.config)
@@ -96,11 +99,12 @@ def main() -> None:
           f"{'s/img batch':>11} {'s/img single':>12} {'PSNR dB':>8}")
     scaled = {"step_rule": p.step_rule, "step_size": p.step_size}
     sign = {"step_rule": "sign", "step_size": 1 / 255}
-    methods = [("rnm-margin", "rnm", {"variant": "margin", **scaled}, args.steps),
+    methods = [("rnm-proximal", "rnm", {"variant": "proximal", **scaled}, args.steps),
+               ("rnm-margin", "rnm", {"variant": "margin", **scaled}, args.steps),
                ("rnm-margin-sign", "rnm", {"variant": "margin", **sign}, args.steps),
-               ("rnm-proximal", "rnm", {"variant": "proximal", **scaled}, args.steps),
                ("rnm-literal", "rnm", {"variant": "literal", **scaled}, args.steps),
                ("tanh", "tanh", scaled, args.tanh_steps)]
+    methods = [m for m in methods if not args.methods or m[0] in args.methods]
     default_images = None
     for name, method, extra, steps in methods:
         attack = make_attack(method, model, eps=p.eps, steps=steps, **extra)
@@ -112,10 +116,12 @@ def main() -> None:
             print(f"{name:<16} {kind:<6} {reached.mean():>8.1%} {np.median(it_ok):>9.0f} "
                   f"{np.percentile(it_ok, 95):>7.0f} {seconds / len(x):>11.3f} {single / args.single:>12.3f} "
                   f"{psnr(adv, x).mean():>8.2f}")
-            if name == "rnm-margin" and kind == "P2S":
+            if name == "rnm-proximal" and kind == "P2S":
                 default_images = adv
-    print("robustness of rnm-margin P2S codes to re-encoding by the server (share still at target):")
-    attack_m = make_attack("rnm", model, eps=p.eps, steps=args.steps, variant="margin",
+    if args.no_robustness or default_images is None:
+        return
+    print("robustness of rnm-proximal P2S codes to re-encoding by the server (share still at target):")
+    attack_m = make_attack("rnm", model, eps=p.eps, steps=args.steps, variant="proximal",
                            margin=args.robust_margin, **scaled)
     with_margin, _, _, _ = run(attack_m, x, p2s, args.batch)
     for how in ("jpeg90", "jpeg75", "resize0.9"):
