@@ -95,10 +95,10 @@ def test_table2_and_table3_rows(quick) -> None:
 
 
 def test_figure2_traces(quick) -> None:
-    _, out, options, _ = quick
+    cfg, out, options, _ = quick
     rows = rows_of(out, "figure2")
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    assert methods == ["RNM (margin)", "RNM (literal)", "Tanh"]
+    assert methods == [f"RNM ({cfg.privacy.rnm_variant})", "RNM (literal)", "Tanh"]
     for m in methods:
         curve = [float(r["mean_distance"]) for r in rows if r["method"] == m]
         assert len(curve) == options.tanh_steps + 1 and all(0 <= d <= 16 for d in curve)
