@@ -346,7 +346,7 @@ def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -
 @click.pass_context
 def audit(ctx, server_url, token, db_url, limit, labels_file, original, sent, radius, json_out, html_out) -> None:
     """What an attacker holding the server's query log learns (or compare --original with --sent)."""
-    from privacy import audit as au
+    from privacy import audit as au, audit_html
     from retrieval.imaging import load_image, to_tensor
     from retrieval.search import open_searcher
 
@@ -357,7 +357,7 @@ def audit(ctx, server_url, token, db_url, limit, labels_file, original, sent, ra
     if original:
         o, s = (_guard(lambda p: to_tensor(load_image(p)), p) for p in (original, sent))
         result = _guard(au.audit_pair, None, searcher, o, s, radius=radius or cfg.server.radius, k=10)
-        html = (lambda: au.pair_html(result, searcher, o, s))
+        html = (lambda: audit_html.pair_html(result, searcher, o, s))
     else:
         if server_url and not token:
             raise click.UsageError("--server needs --token (or HASHVEIL_ADMIN_TOKEN)")
@@ -365,7 +365,7 @@ def audit(ctx, server_url, token, db_url, limit, labels_file, original, sent, ra
                 else _guard(au.read_log_store, db_url or cfg.db_url, limit=limit))
         truth = _guard(au.read_true_labels, labels_file) if labels_file else None
         result = _guard(au.audit_log, searcher, rows, radius=radius, true_labels=truth)
-        html = (lambda: au.log_html(result, searcher, rows))
+        html = (lambda: audit_html.log_html(result, searcher, rows))
     click.echo(au.format_summary(result))
     if json_out:
         Path(json_out).write_text(au.to_json(result))

@@ -19,8 +19,9 @@ from werkzeug.serving import make_server
 from index_builder.datasets import make_splits, open_dataset
 from privacy.attacks import make_attack
 from privacy.audit import (AttackerView, AuditReport, PairAudit, Retrieved, audit_log, audit_pair,
-                           format_summary, from_json, leakage, log_html, majority_label, pair_html,
+                           format_summary, from_json, leakage, majority_label,
                            read_log_http, read_log_store, read_true_labels, to_json)
+from privacy.audit_html import log_html, pair_html
 from privacy.targets import anchor_code
 from retrieval.codes import hamming, to_hex
 from retrieval.imaging import decode_image, load_image, to_png, to_tensor
