@@ -253,9 +253,7 @@ def admin_queries() -> Response:
 def admin_query_upload(query_id: int) -> Response:
     _require_admin()
     try:
-        row = _searcher().store.logged_query(query_id)
-    except KeyError:
-        abort(404, f"no logged query with id {query_id}")
-    if row.upload is None:
-        abort(404, f"logged query {query_id} was a code query: it has no upload")
-    return Response(row.upload, mimetype="application/octet-stream")
+        upload = _searcher().store.logged_upload(query_id)
+    except KeyError as e:
+        abort(404, e.args[0])
+    return Response(upload, mimetype="application/octet-stream")

@@ -235,6 +235,13 @@ class Store:
                 raise KeyError(f"no logged query with id {query_id}")
             return _log_row(rec)
 
+    def logged_upload(self, query_id: int) -> bytes:
+        """The image bytes of one logged query, as received; KeyError says why there are none."""
+        row = self.logged_query(query_id)
+        if row.upload is None:
+            raise KeyError(f"logged query {query_id} was a code query: it has no upload")
+        return row.upload
+
 
 def _make_engine(url: str):
     """An engine; SQLite gets WAL and a busy timeout so readers and a writer can overlap."""

@@ -150,13 +150,11 @@ def admin_upload_thumbnail(query_id: int) -> Response:
         abort(401, "log in at /admin/login or send 'Authorization: Bearer <token>'")
     size = _page_int("size", LOG_THUMB, THUMB_MIN, THUMB_MAX)
     try:
-        row = _searcher().store.logged_query(query_id)
-    except KeyError:
-        abort(404, f"no logged query with id {query_id}")
-    if row.upload is None:
-        abort(404, f"logged query {query_id} was a code query: it has no upload")
+        upload = _searcher().store.logged_upload(query_id)
+    except KeyError as e:
+        abort(404, e.args[0])
     try:
-        png = thumbnail_png(row.upload, size)
+        png = thumbnail_png(upload, size)
     except ValueError as e:
         abort(404, f"the upload of query {query_id} cannot be decoded: {e}")
     resp = Response(png, mimetype="image/png")
