@@ -78,7 +78,6 @@ def main() -> None:
                       f"{np.percentile(t_r, 99):>8.3f}   build {build:.2f} s, mismatches {mismatches}")
                 print(f"{n:>9} {bits:>4} {kind + ' knn k=' + str(args.k):<22} {np.percentile(t_k, 50):>8.3f} "
                       f"{np.percentile(t_k, 99):>8.3f}")
-                del index
 
 
 if __name__ == "__main__":
