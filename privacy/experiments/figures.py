@@ -12,7 +12,8 @@ from tqdm import tqdm
 from privacy.attacks.obfuscation import OBFUSCATIONS, gaussian_noise
 from privacy.experiments.bench import Workbench, make_attack_for, open_workbench
 from privacy.experiments.options import EvalOptions
-from privacy.experiments.report import (PAPER_FIGURE3, Written, markdown_table, pct, pyplot, write_csv,
+from privacy.experiments.report import (PAPER_FIGURE3, Written, markdown_table, pct, pyplot, save_figure,
+                                        write_csv,
                                         write_markdown)
 from privacy.gradcam import cam_correlation, cam_entropy, grad_cam, overlay
 from privacy.metrics import psnr
@@ -80,9 +81,7 @@ def figure2(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
         ax.set(xscale="symlog", xlabel="iteration", ylabel="mean Hamming distance", title=f"{bits} bits")
         ax.set_ylim(bottom=0)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "figure2.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "figure2.png")
     return Written("figure2", md, [write_csv(out / "figure2.csv", rows), out / "figure2.md", out / "figure2.png"])
 
 
@@ -143,9 +142,7 @@ def _scatter(path: Path, rows: list[dict], bits: int) -> None:
     ax.scatter([], [], facecolors="none", edgecolors="grey", marker="s", label="paper")
     ax.set(xlabel="PSNR (dB)", ylabel="MAP (%)", ylim=(0, 100), title=f"Quality versus privacy, {bits} bits")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def figure4(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
@@ -205,7 +202,5 @@ def _cam_grid(path: Path, variants: list[tuple[str, torch.Tensor]], cams: dict[s
         axes[0][j].set_title(name, fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 

@@ -118,6 +118,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, **kw: Any) -> Path:
+    """Write a matplotlib figure as PNG (tight layout, 120 dpi) and free it."""
+    if "bbox_inches" not in kw:
+        fig.tight_layout()
+    fig.savefig(path, dpi=120, **kw)
+    pyplot().close(fig)
+    return path
+
+
 def bar_chart(path: Path, groups: Sequence[str], series: dict[str, Sequence[float]], ylabel: str,
               title: str) -> Path:
     """Grouped bars: one group per entry of ``groups``, one bar per series (fractions -> %)."""
@@ -132,6 +141,4 @@ def bar_chart(path: Path, groups: Sequence[str], series: dict[str, Sequence[floa
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")

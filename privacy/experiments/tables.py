@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from privacy.experiments.bench import Outcome, Workbench, open_workbench
 from privacy.experiments.options import EvalOptions
-from privacy.experiments.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, Written, bar_chart,
+from privacy.experiments.report import (PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, Written, bar_chart, save_figure,
                                         markdown_table, paper_value, pct, pyplot, write_csv,
                                         write_markdown)
 from retrieval.config import Config
@@ -118,9 +118,7 @@ def table2(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
                 label=f"{name} (paper)")
     ax.set(xlabel="eps (pixels)", ylabel="t-MAP (%)", ylim=(0, 100), title=f"t-MAP versus eps, {bits} bits")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "table2.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "table2.png")
     return Written("table2", md, [write_csv(out / "table2.csv", rows), out / "table2.md", out / "table2.png"])
 
 
