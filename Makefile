@@ -16,9 +16,10 @@ test: test-deps
 deps: $(STAMP)
 	@$(MAKE) -s apt PKGS="dataset-fashion-mnist"
 
-# the browser tests drive Debian's Chromium headless (never a downloaded browser)
+# the browser tests drive Debian's Chromium headless (never a downloaded browser); the store tests
+# start their own PostgreSQL server from Debian's binaries (tests/pg.py), on loopback, in a temp dir
 test-deps: deps
-	@$(MAKE) -s apt PKGS="chromium chromium-driver"
+	@$(MAKE) -s apt PKGS="chromium chromium-driver postgresql"
 
 apt:
 	@dpkg -s $(PKGS) >/dev/null 2>&1 || \

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import (DateTime, Integer, LargeBinary, String, Text, create_engine, delete, event,
-                        func, insert, make_url, select)
+from sqlalchemy import (BigInteger, DateTime, Integer, LargeBinary, String, Text, create_engine, delete,
+                        event, func, insert, make_url, select)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 BATCH = 5000  # rows per INSERT batch and per streamed read
 _IN_CHUNK = 500  # ids per IN (...) clause, below every backend's bound-parameter limit
 UPLOAD_TYPES = ("image", "code")
+# SQLite's INTEGER PRIMARY KEY is already 64-bit (and the rowid); PostgreSQL's INTEGER is 32-bit
+ID_TYPE = BigInteger().with_variant(Integer, "sqlite")
+ID_RANGE = (-2**63, 2**63 - 1)
+MAX_BLOB_BYTES = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH; PostgreSQL's bytea stops at 1 GiB
+# VARCHAR(n) lengths: PostgreSQL enforces them, SQLite does not, so they are checked before writing
+PATH_CHARS, SPLIT_CHARS, LABEL_CHARS, ADDR_CHARS = 1024, 32, 256, 64
 
 
 class Base(DeclarativeBase):
@@ -38,22 +44,24 @@ class Base(DeclarativeBase):
 
 class ImageRecord(Base):
     __tablename__ = "images"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    path: Mapped[str] = mapped_column(String(1024))
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True, autoincrement=False)
+    path: Mapped[str] = mapped_column(String(PATH_CHARS))
     labels: Mapped[str] = mapped_column(Text)  # JSON list of label names
-    split: Mapped[str] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(SPLIT_CHARS))
     code: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class LabelRecord(Base):
     __tablename__ = "labels"
-    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str] = mapped_column(String(LABEL_CHARS), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, unique=True)
 
 
 class QueryLogRecord(Base):
     __tablename__ = "query_log"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # AUTOINCREMENT: SQLite, like a PostgreSQL sequence, never hands out the id of a deleted row again
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     code: Mapped[bytes] = mapped_column(LargeBinary)
     radius: Mapped[int] = mapped_column(Integer)
@@ -61,7 +69,7 @@ class QueryLogRecord(Base):
     result_ids: Mapped[str] = mapped_column(Text)  # JSON list of ids
     upload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     upload_type: Mapped[str] = mapped_column(String(16))
-    remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    remote_addr: Mapped[str | None] = mapped_column(String(ADDR_CHARS), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class Store:
         names = list(label_names)
         if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"label_names must be distinct non-empty strings; got {names!r}")
+        for n in names:
+            _check_text("label name", n, LABEL_CHARS)
         known, count, width = set(names), 0, None
         with self._session() as s, s.begin():
             s.execute(delete(ImageRecord))
@@ -208,6 +218,11 @@ class Store:
         """Record one query (uploaded bytes as received); returns the log row's id."""
         if upload_type not in UPLOAD_TYPES:
             raise ValueError(f"upload_type must be one of {UPLOAD_TYPES}; got {upload_type!r}")
+        if upload is not None and len(upload) > MAX_BLOB_BYTES:
+            raise ValueError(f"upload of {len(upload)} bytes is larger than the store's "
+                             f"{MAX_BLOB_BYTES}-byte limit")
+        if remote_addr is not None:
+            _check_text("remote_addr", remote_addr, ADDR_CHARS)
         rec = QueryLogRecord(
             created_at=datetime.now(timezone.utc), code=bytes(code), radius=int(radius),
             k=None if k is None else int(k), result_ids=json.dumps([int(i) for i in result_ids]),
@@ -277,10 +292,22 @@ def _check_rows(batch: list[ImageRow], known: set[str], width: int | None) -> in
         unknown = set(row.labels) - known
         if unknown:
             raise ValueError(f"image {row.id} has labels not in label_names: {sorted(unknown)}")
+        _as_id(row.id)
+        _check_text(f"image {row.id} path", row.path, PATH_CHARS)
+        _check_text(f"image {row.id} split", row.split, SPLIT_CHARS)
         width = len(row.code) if width is None else width
         if len(row.code) != width or width == 0:
             raise ValueError(f"image {row.id} has a {len(row.code)}-byte code; expected {width} bytes")
     return width
+
+
+def _check_text(what: str, value: object, max_chars: int) -> None:
+    """Strings both backends store alike: PostgreSQL rejects NUL and enforces VARCHAR lengths."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string; got {value!r}")
+    if len(value) > max_chars or "\x00" in value:
+        raise ValueError(f"{what} must be at most {max_chars} characters without NUL; "
+                         f"got {len(value)} characters: {value[:80]!r}")
 
 
 def _image_values(row: ImageRow) -> dict:
@@ -296,6 +323,8 @@ def _log_row(rec: QueryLogRecord) -> QueryLogRow:
     created = rec.created_at
     if created.tzinfo is None:  # SQLite drops the zone; values were written in UTC
         created = created.replace(tzinfo=timezone.utc)
+    else:  # PostgreSQL answers in the session's TimeZone setting
+        created = created.astimezone(timezone.utc)
     return QueryLogRow(rec.id, created, bytes(rec.code), rec.radius, rec.k,
                        tuple(json.loads(rec.result_ids)), None if rec.upload is None else bytes(rec.upload),
                        rec.upload_type, rec.remote_addr)
@@ -304,4 +333,6 @@ def _log_row(rec: QueryLogRecord) -> QueryLogRow:
 def _as_id(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"image ids must be ints; got {value!r}")
+    if not ID_RANGE[0] <= int(value) <= ID_RANGE[1]:
+        raise ValueError(f"image ids must fit in 64 bits; got {value!r}")
     return int(value)

@@ -65,3 +65,24 @@ def tiny_trained(tmp_path_factory, tiny_data):
     result = train(cfg)
     build_index(cfg)
     return cfg, result
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for this session (tests/pg.py); fails, never skips, without the binaries."""
+    import pg
+
+    try:
+        server = pg.start_server()
+    except FileNotFoundError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    pg.stop_server(server)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """An empty store URL on each backend: a SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'test.sqlite'}"
+    return request.getfixturevalue("postgres").new_database()

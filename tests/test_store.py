@@ -1,4 +1,7 @@
-"""Store on SQLite files in tmp_path: images, labels, anchors, fingerprint and query log."""
+"""Store on SQLite and PostgreSQL: images, labels, anchors, fingerprint and query log.
+
+Every ``store`` test runs on both backends (conftest's ``db_url``) and asserts the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ def _rows(n: int, seed: int = 0, width: int = 4) -> list[ImageRow]:
 
 
 @pytest.fixture()
-def store(tmp_path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'db' / 'test.sqlite'}")
+def store(db_url) -> Store:
+    s = Store(db_url)
     s.create()
     yield s
     s.close()
@@ -137,7 +140,8 @@ def test_query_log_round_trip(store: Store) -> None:
     old = log[1]
     assert (old.code, old.radius, old.k, old.result_ids) == (b"\x01\x02", 2, None, (5, 1, 9))
     assert old.upload == upload and old.upload_type == "image" and old.remote_addr == "10.0.0.7"
-    assert old.created_at.tzinfo is not None and before <= old.created_at <= datetime.now(timezone.utc)
+    assert old.created_at.utcoffset() == timedelta(0)  # UTC on every backend, whatever the server's zone
+    assert before <= old.created_at <= datetime.now(timezone.utc)
     assert (log[0].k, log[0].upload, log[0].upload_type) == (3, None, "code")
     assert [row.id for row in store.query_log(limit=1, offset=1)] == [a]
     with pytest.raises(ValueError, match="upload_type"):
@@ -145,7 +149,9 @@ def test_query_log_round_trip(store: Store) -> None:
                         upload_type="video", remote_addr=None)
 
 
-def test_sqlite_uses_wal_and_json_labels(store: Store, tmp_path) -> None:
+def test_sqlite_uses_wal_and_json_labels(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db' / 'test.sqlite'}")
+    store.create()
     store.replace_images(_rows(3), NAMES)
     con = sqlite3.connect(tmp_path / "db" / "test.sqlite")
     try:
@@ -170,3 +176,81 @@ def test_bad_ids_and_urls() -> None:
         s.images(["1"])
     with pytest.raises(ValueError, match="url"):
         Store("")
+
+
+def test_ids_use_64_bits_on_every_backend(store: Store) -> None:
+    base = _rows(4, seed=9)
+    ids = [-(2**63), -5, 2**40 + 3, 2**63 - 1]  # PostgreSQL's INTEGER would stop at 2**31 - 1
+    rows = [ImageRow(i, r.path, r.labels, r.split, r.code) for i, r in zip(ids, base)]
+    store.replace_images(rows, NAMES)
+    assert store.images(ids) == {r.id: r for r in rows}
+    h = hashlib.sha256()
+    for r in rows:  # already in id order
+        h.update(r.id.to_bytes(8, "little", signed=True) + len(r.code).to_bytes(4, "little") + r.code)
+    assert store.fingerprint() == h.hexdigest()
+    got, _ = store.codes_with_label(rows[0].labels[0], 10, seed=0)
+    assert got.tolist() == [r.id for r in rows if rows[0].labels[0] in r.labels]
+    too_big = ImageRow(2**63, "x.png", ("cat",), "database", rows[0].code)
+    with pytest.raises(ValueError, match="64 bits"):
+        store.replace_images([too_big], NAMES)
+    with pytest.raises(ValueError, match="64 bits"):
+        store.images([2**64])
+    assert store.count() == 4
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("path", "p" * 1025, "at most 1024"), ("path", "a\x00b.png", "without NUL"),
+    ("split", "s" * 33, "at most 32"),
+])
+def test_text_limits_are_checked_alike_on_every_backend(store: Store, field, value, needle) -> None:
+    store.replace_images(_rows(5), NAMES)
+    fp = store.fingerprint()
+    row = _rows(1, seed=10)[0]
+    bad = ImageRow(**{**row.__dict__, field: value})
+    with pytest.raises(ValueError, match=needle):
+        store.replace_images(_rows(3) + [bad], NAMES)
+    with pytest.raises(ValueError, match="at most 256"):
+        store.replace_images(_rows(3), [*NAMES, "n" * 257])
+    assert store.count() == 5 and store.fingerprint() == fp
+    longest = ImageRow(row.id, "p" * 1024, row.labels, "s" * 32, row.code)
+    store.replace_images([longest], NAMES)
+    assert store.images([row.id]) == {row.id: longest}
+
+
+def test_large_upload_round_trip_and_limit(store: Store, monkeypatch) -> None:
+    upload = np.random.default_rng(11).integers(0, 256, 24 * 2**20, dtype=np.uint8).tobytes()
+    qid = store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[1], upload=upload,
+                          upload_type="image", remote_addr="::1")
+    assert store.logged_upload(qid) == upload
+    monkeypatch.setattr("retrieval.store.MAX_BLOB_BYTES", 1000)
+    with pytest.raises(ValueError, match="1001 bytes is larger than the store's 1000-byte limit"):
+        store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[], upload=b"x" * 1001,
+                        upload_type="image", remote_addr=None)
+    with pytest.raises(ValueError, match="remote_addr must be at most 64"):
+        store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[], upload=None,
+                        upload_type="code", remote_addr="a" * 65)
+    assert [row.id for row in store.query_log()] == [qid]
+
+
+def test_query_log_ids_are_never_reused(store: Store) -> None:
+    from sqlalchemy import delete
+
+    from retrieval.store import QueryLogRecord
+
+    kw = dict(code=b"\x00\x01", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
+              remote_addr=None)
+    first = [store.log_query(**kw) for _ in range(3)]
+    with store.engine.begin() as con:  # as if retention had removed every row
+        con.execute(delete(QueryLogRecord))
+    again = store.log_query(**kw)
+    assert again > max(first)  # an old id never names a different query
+    with pytest.raises(KeyError):
+        store.logged_query(first[-1])
+
+
+def test_missing_postgres_binaries_fail_with_the_fix(monkeypatch) -> None:
+    import pg
+
+    monkeypatch.setattr(pg, "_BIN_GLOB", "/nonexistent/postgresql/*/bin")
+    with pytest.raises(FileNotFoundError, match=r"run `make test`"):
+        pg.find_bin_dir()
