@@ -91,9 +91,14 @@ class ServerConfig:
     max_k: int = 1000
     max_upload_mb: float = 8.0  # a float default, so that 0.5 in config.toml is accepted
     admin_token: str = ""
+    # Days a query-log row (with its upload) is kept; 0 = no query log at all. 30 by default:
+    # long enough to investigate abuse or a user's report about last week, short enough that
+    # uploads, the thing the privacy layer guards, do not pile up for ever.
+    log_retention_days: int = 30
 
     def __post_init__(self) -> None:
         _int_range("server.port", self.port, 0, 65535)
+        _int_range("server.log_retention_days", self.log_retention_days, 0, 36500)
         if not 0 < self.max_upload_mb <= 4096:
             raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")
         _int_range("server.radius", self.radius, 0, 64)

@@ -22,6 +22,7 @@ from retrieval.codes import parse, to_hex
 from retrieval.config import Config
 from retrieval.imaging import decode_image, load_image, to_png, to_tensor
 from retrieval.model import WEIGHTS_FILE
+from retrieval.querylog import QueryLog
 from retrieval.search import Hit, Searcher, open_searcher
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = int(cfg.server.max_upload_mb * 1024 * 1024)
     app.config["HASHVEIL_CONFIG"] = cfg
     app.extensions["hashveil_searcher"] = searcher
+    app.extensions["hashveil_query_log"] = query_log = QueryLog(searcher.store, cfg.server.log_retention_days)
+    query_log.prune()  # rows past their retention go at start, then at most hourly while serving
     app.register_blueprint(api)
     app.register_error_handler(HTTPException, _http_error)
     return app
@@ -48,6 +51,10 @@ def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
 
 def _searcher() -> Searcher:
     return current_app.extensions["hashveil_searcher"]
+
+
+def _query_log() -> QueryLog:
+    return current_app.extensions["hashveil_query_log"]
 
 
 def _cfg() -> Config:
@@ -138,8 +145,8 @@ def search() -> Response:
         data, upload_type = None, "code"
         code = parse(text, s.hash_bits)[0]
         hits = s.search_code(code, radius, k)
-    s.store.log_query(code=code.tobytes(), radius=radius, k=k, result_ids=[h.id for h in hits],
-                      upload=data, upload_type=upload_type, remote_addr=request.remote_addr)
+    _query_log().record(code=code.tobytes(), radius=radius, k=k, result_ids=[h.id for h in hits],
+                        upload=data, upload_type=upload_type, remote_addr=request.remote_addr)
     return jsonify(code=to_hex(code), radius=radius, k=k, count=len(hits),
                    results=[_hit_json(h) for h in hits])
 
@@ -243,7 +250,7 @@ def admin_queries() -> Response:
     limit = _int_param("limit", 100, 1, 10_000)
     offset = _int_param("offset", 0, 0, 2**31 - 1)
     rows = _searcher().store.query_log(limit=limit, offset=offset)
-    return jsonify({"queries": [
+    return jsonify({"log_retention_days": _query_log().retention_days, "queries": [
         {"id": r.id, "created_at": r.created_at.isoformat(), "code": r.code.hex(), "radius": r.radius,
          "k": r.k, "result_ids": list(r.result_ids), "upload_type": r.upload_type,
          "has_upload": r.upload is not None} for r in rows]})

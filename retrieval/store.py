@@ -214,17 +214,22 @@ class Store:
                 last = page[-1][0]
 
     def log_query(self, *, code: bytes, radius: int, k: int | None, result_ids: Sequence[int],
-                  upload: bytes | None, upload_type: str, remote_addr: str | None) -> int:
-        """Record one query (uploaded bytes as received); returns the log row's id."""
+                  upload: bytes | None, upload_type: str, remote_addr: str | None,
+                  created_at: datetime | None = None) -> int:
+        """Record one query (uploaded bytes as received); returns the log row's id.
+
+        ``created_at`` (timezone-aware) defaults to now; retention is judged by it.
+        """
         if upload_type not in UPLOAD_TYPES:
             raise ValueError(f"upload_type must be one of {UPLOAD_TYPES}; got {upload_type!r}")
+        created_at = datetime.now(timezone.utc) if created_at is None else _utc(created_at)
         if upload is not None and len(upload) > MAX_BLOB_BYTES:
             raise ValueError(f"upload of {len(upload)} bytes is larger than the store's "
                              f"{MAX_BLOB_BYTES}-byte limit")
         if remote_addr is not None:
             _check_text("remote_addr", remote_addr, ADDR_CHARS)
         rec = QueryLogRecord(
-            created_at=datetime.now(timezone.utc), code=bytes(code), radius=int(radius),
+            created_at=created_at, code=bytes(code), radius=int(radius),
             k=None if k is None else int(k), result_ids=json.dumps([int(i) for i in result_ids]),
             upload=None if upload is None else bytes(upload), upload_type=upload_type,
             remote_addr=remote_addr,
@@ -233,6 +238,19 @@ class Store:
             s.add(rec)
             s.flush()
             return int(rec.id)
+
+    def prune_query_log(self, before: datetime) -> int:
+        """Delete every logged query created before ``before`` in one transaction; returns the count."""
+        cutoff = _utc(before)
+        with self._session() as s, s.begin():
+            result = s.execute(delete(QueryLogRecord).where(QueryLogRecord.created_at < cutoff))
+        if result.rowcount:
+            log.info("pruned %d query-log rows older than %s", result.rowcount, cutoff.isoformat())
+        return int(result.rowcount)
+
+    def query_log_count(self) -> int:
+        with self._session() as s, s.begin():
+            return int(s.scalar(select(func.count()).select_from(QueryLogRecord)))
 
     def query_log(self, limit: int = 100, offset: int = 0) -> list[QueryLogRow]:
         """Logged queries, newest first."""
@@ -328,6 +346,13 @@ def _log_row(rec: QueryLogRecord) -> QueryLogRow:
     return QueryLogRow(rec.id, created, bytes(rec.code), rec.radius, rec.k,
                        tuple(json.loads(rec.result_ids)), None if rec.upload is None else bytes(rec.upload),
                        rec.upload_type, rec.remote_addr)
+
+
+def _utc(when: datetime) -> datetime:
+    """An aware datetime in UTC: SQLite stores the wall time without its zone, so all must agree."""
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise ValueError(f"query-log times must be timezone-aware datetimes; got {when!r}")
+    return when.astimezone(timezone.utc)
 
 
 def _as_id(value: object) -> int:

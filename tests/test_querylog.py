@@ -1,0 +1,164 @@
+"""Query-log retention: Store.prune_query_log, QueryLog on a hand-made clock, and the server with 0 days.
+
+Times are set by hand, so "older than N days" is checked against known timestamps, not the wall clock.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.config import ServerConfig, override
+from retrieval.querylog import PRUNE_EVERY, QueryLog
+from retrieval.server import create_app
+from retrieval.store import Store
+from test_server import build_tiny_service
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    """A settable clock for QueryLog."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    s.create()
+    return s
+
+
+def _log(store: Store, created_at: datetime | None = None, upload: bytes | None = b"png") -> int:
+    return store.log_query(code=b"\x0f\xf0", radius=2, k=None, result_ids=[3, 1], upload=upload,
+                           upload_type="image", remote_addr="127.0.0.1", created_at=created_at)
+
+
+def _ids(store: Store) -> list[int]:
+    return sorted(r.id for r in store.query_log(limit=10**6))
+
+
+def test_prune_deletes_exactly_the_rows_before_the_cutoff(store):
+    ages = [40, 31, 30.5, 29, 1, 0]  # days before NOW
+    ids = {age: _log(store, NOW - timedelta(days=age)) for age in ages}
+    gone = store.prune_query_log(NOW - timedelta(days=30))
+    assert gone == 3
+    assert _ids(store) == sorted(ids[a] for a in (29, 1, 0))
+    assert store.query_log_count() == 3
+    kept = store.logged_query(ids[29])  # kept rows are whole: time, code, results, upload
+    assert kept.created_at == NOW - timedelta(days=29)
+    assert (kept.code, kept.result_ids, kept.upload) == (b"\x0f\xf0", (3, 1), b"png")
+    assert store.prune_query_log(NOW - timedelta(days=30)) == 0  # idempotent
+
+
+def test_prune_cutoff_in_another_zone_means_the_same_instant(store):
+    a = _log(store, NOW - timedelta(minutes=1))
+    b = _log(store, NOW + timedelta(minutes=1))
+    plus2 = timezone(timedelta(hours=2))
+    assert store.prune_query_log(NOW.astimezone(plus2)) == 1  # 14:00+02:00 == 12:00 UTC
+    assert _ids(store) == [b] and a != b
+
+
+def test_naive_times_are_refused(store):
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.prune_query_log(datetime(2025, 1, 1))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        _log(store, datetime(2025, 1, 1))
+
+
+def test_query_log_prunes_at_most_hourly_on_write(store):
+    clock = Clock(NOW)
+    qlog = QueryLog(store, 7, clock)
+    old = [_log(store, NOW - timedelta(days=d)) for d in (10, 8)]
+    young = [_log(store, NOW - timedelta(days=d)) for d in (6, 1)]
+    assert qlog.prune() == 2  # what create_app does at start
+    assert _ids(store) == sorted(young)
+
+    first = qlog.record(code=b"\x00\x01", radius=1, k=5, result_ids=[], upload=None, upload_type="code",
+                        remote_addr=None)
+    assert store.logged_query(first).created_at == NOW  # rows carry the log's clock
+    stale = _log(store, NOW - timedelta(days=9))  # e.g. written by another process
+    clock.now = NOW + PRUNE_EVERY - timedelta(minutes=1)
+    qlog.record(code=b"\x00\x02", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
+                remote_addr=None)
+    assert stale in _ids(store)  # under an hour since the last prune: no delete
+    clock.now = NOW + PRUNE_EVERY + timedelta(minutes=1)
+    qlog.record(code=b"\x00\x03", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
+                remote_addr=None)
+    assert stale not in _ids(store) and first in _ids(store)
+    assert store.query_log_count() == 5  # 2 young + 3 recorded
+
+    clock.now = NOW + timedelta(days=7, minutes=1)  # a week on, the first record is past retention
+    qlog.record(code=b"\x00\x04", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
+                remote_addr=None)
+    assert first not in _ids(store)
+    assert store.query_log_count() == 3  # the last three records
+
+
+def test_zero_days_writes_nothing_and_empties_the_log(store):
+    _log(store, NOW - timedelta(seconds=1))
+    qlog = QueryLog(store, 0, Clock(NOW))
+    assert not qlog.enabled
+    assert qlog.prune() == 1
+    assert qlog.record(code=b"\x00\x01", radius=1, k=None, result_ids=[], upload=b"x", upload_type="image",
+                       remote_addr=None) is None
+    assert store.query_log_count() == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 36501, 1.5, "30", True])
+def test_retention_days_is_validated(bad):
+    with pytest.raises(ValueError, match="log_retention_days"):
+        ServerConfig(log_retention_days=bad)
+    with pytest.raises(ValueError, match="retention_days"):
+        QueryLog(Store("sqlite://"), bad)
+
+
+def test_default_is_thirty_days_and_the_toml_agrees():
+    from retrieval.config import load_config
+
+    assert ServerConfig().log_retention_days == 30
+    assert load_config(Path(__file__).parents[1] / "config.toml").server.log_retention_days == 30
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_server_with_zero_days_serves_but_logs_nothing(tmp_path):
+    cfg = build_tiny_service(tmp_path)
+    store = Store(cfg.db_url)
+    _log(store, datetime.now(timezone.utc))  # a row from an earlier run with logging on
+    app = create_app(override(cfg, server={"log_retention_days": 0, "admin_token": "t"})).test_client()
+    assert store.query_log_count() == 0  # pruned at start
+    image = app.post("/api/search", data={"image": (io.BytesIO(_png()), "q.png")})
+    code = app.post("/api/search", json={"code": "ffff", "radius": 3})
+    assert image.status_code == code.status_code == 200
+    assert image.get_json()["code"] and code.get_json()["count"] >= 0
+    assert store.query_log_count() == 0
+    listing = app.get("/api/admin/queries", headers={"Authorization": "Bearer t"}).get_json()
+    assert listing == {"log_retention_days": 0, "queries": []}
+
+
+def test_server_with_retention_logs_and_keeps_young_rows(tmp_path):
+    cfg = build_tiny_service(tmp_path)
+    store = Store(cfg.db_url)
+    old = _log(store, datetime.now(timezone.utc) - timedelta(days=3))
+    young = _log(store, datetime.now(timezone.utc) - timedelta(hours=47))
+    app = create_app(override(cfg, server={"log_retention_days": 2, "admin_token": "t"})).test_client()
+    assert _ids(store) == [young] and old != young
+    assert app.post("/api/search", json={"code": "ffff"}).status_code == 200
+    listing = app.get("/api/admin/queries", headers={"Authorization": "Bearer t"}).get_json()
+    assert listing["log_retention_days"] == 2
+    assert [q["upload_type"] for q in listing["queries"]] == ["code", "image"]
