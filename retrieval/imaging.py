@@ -36,7 +36,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ValueError("not a readable image (PNG, JPEG, GIF, BMP, TIFF or WebP expected)") from None
     except Image.DecompressionBombError as e:
         raise ValueError(f"image refused: {e}") from None
-    except (OSError, SyntaxError) as e:  # PIL reports truncated and corrupt files as OSError
+    # PIL reports truncated and corrupt files as OSError, some corrupt TIFF tags as TypeError
+    except (OSError, SyntaxError, TypeError) as e:
         raise ValueError(f"corrupt or truncated image: {e}") from None
     return _to_rgb(img)
 
