@@ -13,6 +13,8 @@ import hmac
 import logging
 import re
 from dataclasses import asdict
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request, send_file, url_for
@@ -33,6 +35,7 @@ _INT = re.compile(r"[+-]?\d{1,18}")
 DEFAULT_ANCHORS = 9
 MAX_ANCHORS = 100
 THUMB_MIN, THUMB_MAX = 16, 512
+MAX_ID = 2**63 - 1  # ids are SQL BIGINTs; a larger id in a URL is a 404, not an overflow
 
 
 def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
@@ -151,7 +154,7 @@ def search() -> Response:
                    results=[_hit_json(h) for h in hits])
 
 
-@api.get("/images/<int:image_id>")
+@api.get(f"/images/<int(max={MAX_ID}):image_id>")
 def image(image_id: int) -> Response:
     """A database image by id, or a PNG thumbnail of at most ``size`` pixels a side."""
     size = _int_param("size", None, THUMB_MIN, THUMB_MAX)
@@ -222,6 +225,17 @@ def health() -> Response:
     return jsonify(status="ok", items=s.index.ntotal, hash_bits=s.hash_bits)
 
 
+@api.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3 description of this API, kept beside this module as openapi.json."""
+    return Response(_openapi_document(), mimetype="application/json")
+
+
+@cache
+def _openapi_document() -> bytes:
+    return resources.files("retrieval").joinpath("openapi.json").read_bytes()
+
+
 @api.get("/stats")
 def stats() -> Response:
     s = _searcher()
@@ -256,7 +270,7 @@ def admin_queries() -> Response:
          "has_upload": r.upload is not None} for r in rows]})
 
 
-@api.get("/admin/queries/<int:query_id>/upload")
+@api.get(f"/admin/queries/<int(max={MAX_ID}):query_id>/upload")
 def admin_query_upload(query_id: int) -> Response:
     _require_admin()
     try:
