@@ -1,0 +1,105 @@
+"""The bad-input table of issue #6 against one live waitress server, which must keep answering.
+
+Each bad request gets its status and a JSON error that says what is wrong; after each one the
+same good code query must get the same answer as before the first. Images in odd modes are
+accepted and converted the way an independent reference converts them.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from hostile import SEEDS, bad_inputs, grey16_picture, live_server, markdown_table, picture, rgba_picture, \
+    run_bad_inputs
+from retrieval.codes import to_hex
+from retrieval.config import override
+from retrieval.server import create_app
+from retrieval.store import Store
+from test_server import BITS, build_tiny_service
+
+TOKEN = "bad-input-token"
+GOOD_ID = 1000  # the tiny service's first image
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    cfg = override(build_tiny_service(tmp_path_factory.mktemp("bad_inputs")), server={"admin_token": TOKEN})
+    with live_server(create_app(cfg)) as url:
+        yield cfg, url
+
+
+def _good_code(cfg) -> str:
+    return to_hex(np.frombuffer(Store(cfg.db_url).images([GOOD_ID])[GOOD_ID].code, np.uint8))
+
+
+def _log_count(cfg) -> int:
+    return len(Store(cfg.db_url).query_log(limit=10**6))
+
+
+def test_every_bad_input_gets_its_4xx_and_the_server_keeps_answering(served) -> None:
+    cfg, url = served
+    good_code = _good_code(cfg)
+    cases = bad_inputs(BITS, cfg.server.max_upload_mb, good_code, TOKEN, "circle", GOOD_ID)
+    before = _log_count(cfg)
+    outcomes = run_bad_inputs(url, cases, {"code": good_code, "radius": 3})
+    failed = [o for o in outcomes if not o.ok]
+    assert not failed, "\n" + markdown_table(failed)
+    by_name = {o.case.name: o for o in outcomes}
+    needles = {
+        "empty body": "send an image", "empty image file": "empty", "not an image (text)": "not a readable image",
+        "truncated JPEG": "truncated", "truncated PNG": "truncated", "corrupt PNG (bad IHDR CRC)": "not a readable image",
+        "decompression bomb (8000x8000 PNG, 70 KB)": "64000000 pixels; the limit is 40000000",
+        "file over the 1 MB upload limit": "1 MB upload limit", "code of wrong length": "4 hex digits",
+        "non-hex code": "not valid hex", "radius -1": "radius must be an int in [0, 16]; got -1",
+        "radius 17 (above the bit length)": "radius must be an int in [0, 16]; got 17",
+        "k 0": "k must be an int in [1, 50]; got 0", "k 10**12": "got 1000000000000",
+        "unknown label": "unknown label 'horse'", "admin: wrong token": "wrong admin token",
+        "image id beyond int64": "not found",
+    }
+    for name, needle in needles.items():
+        assert needle in by_name[name].error, (name, by_name[name].error)
+    accepted = sum(o.status == 200 for o in outcomes)
+    assert accepted == 5  # the five odd image modes, converted; nothing else is logged
+    assert _log_count(cfg) == before + 1 + len(cases) + accepted  # + the good queries
+    assert requests.get(url + "/api/health", timeout=10).json()["status"] == "ok"
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _references() -> dict[str, np.ndarray]:
+    """The RGB each odd upload should become, computed without the server's decoder."""
+    rgba = np.asarray(rgba_picture())
+    grey = np.asarray(grey16_picture(), np.float64)
+    with Image.open(io.BytesIO(SEEDS["gif_animated"])) as gif:
+        first = np.asarray(gif.convert("RGB"))  # frame 0
+    with Image.open(io.BytesIO(SEEDS["jpeg_cmyk"])) as cmyk:
+        assert cmyk.mode == "CMYK"
+        cmyk_rgb = np.asarray(cmyk.convert("RGB"))
+    return {
+        "png_rgba": np.where(rgba[..., 3:] == 0, 255, rgba[..., :3]).astype(np.uint8),  # over white
+        "png_16bit": np.repeat((grey / grey.max() * 255).astype(np.uint8)[..., None], 3, axis=2),
+        "png_palette": np.asarray(picture().convert("P").convert("RGB")),
+        "gif_animated": first,
+        "jpeg_cmyk": cmyk_rgb,
+    }
+
+
+@pytest.mark.parametrize("seed", ["png_rgba", "png_16bit", "png_palette", "gif_animated", "jpeg_cmyk"])
+def test_odd_image_modes_are_converted_like_the_reference(served, seed) -> None:
+    _, url = served
+    ref = _references()[seed]
+    sent = requests.post(url + "/api/search", files={"image": ("q", SEEDS[seed])}, data={"radius": 0}, timeout=60)
+    want = requests.post(url + "/api/search", files={"image": ("r.png", _png(Image.fromarray(ref)))},
+                         data={"radius": 0}, timeout=60)
+    assert sent.status_code == want.status_code == 200, sent.text
+    assert sent.json()["code"] == want.json()["code"]
+    assert sent.json()["results"] == want.json()["results"]
