@@ -28,15 +28,16 @@ def _load(ctx: click.Context, **sections: dict) -> Config:
 @click.option("--config", "config_path", default="config.toml", show_default=True,
               type=click.Path(dir_okay=False), help="configuration file")
 @click.option("--work-dir", type=click.Path(file_okay=False), help="override paths.work_dir")
+@click.option("--device", help="override model.device: auto | cpu | cuda | cuda:N (every command)")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 @click.pass_context
-def main(ctx: click.Context, config_path: str, work_dir: str | None, verbose: bool) -> None:
+def main(ctx: click.Context, config_path: str, work_dir: str | None, device: str | None, verbose: bool) -> None:
     """hashveil: image hash retrieval with a privacy layer on the user's side."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(config_path)
-        cfg = override(cfg, paths={"work_dir": work_dir})
+        cfg = override(cfg, paths={"work_dir": work_dir}, model={"device": device})
     except (OSError, ValueError, TypeError) as e:
         raise click.ClickException(str(e)) from None
     ctx.obj = {"config": cfg}
@@ -50,17 +51,16 @@ def model_options(f):
         click.option("--pretrained", help="model.pretrained: local torchvision state_dict"),
         click.option("--dataset", help="data.dataset"),
         click.option("--data-dir", help="data.data_dir"),
-        click.option("--device", help="train.device (cpu or cuda)"),
     ):
         f = opt(f)
     return f
 
 
 def _model_sections(backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None,
-                    data_dir=None, device=None, **_) -> dict:
+                    data_dir=None, **_) -> dict:
     return {"model": {"backbone": backbone, "hash_bits": hash_bits, "image_size": image_size,
                       "pretrained": pretrained},
-            "data": {"dataset": dataset, "data_dir": data_dir}, "train": {"device": device}}
+            "data": {"dataset": dataset, "data_dir": data_dir}, "train": {}}
 
 
 @main.command()
@@ -83,15 +83,35 @@ def train(ctx: click.Context, epochs: int | None, **kw) -> None:
 @click.option("--kind", help="index.kind: flat | hash | multihash")
 @click.option("--db-url", help="index.db_url (SQLAlchemy URL)")
 @click.option("--no-cache", is_flag=True, help="hash every image through the whole model")
+@click.option("--shard", help="hash only shard I of N (e.g. 2/4) into work_dir/index/shards")
+@click.option("--merge", is_flag=True, help="merge the shard files into the index and store")
 @click.pass_context
-def build_index(ctx: click.Context, kind: str | None, db_url: str | None, no_cache: bool, **kw) -> None:
-    """Hash the database split into the FAISS index and the metadata store."""
+def build_index(ctx: click.Context, kind: str | None, db_url: str | None, no_cache: bool,
+                shard: str | None, merge: bool, **kw) -> None:
+    """Hash the database split into the FAISS index and the metadata store.
+
+    With --shard I/N, hash one contiguous id range only (resumable; on any machine), then
+    --merge the shard files. A plain run merges by itself when a complete shard set is there.
+    """
+    from index_builder import shards
     from index_builder.build import build_index as run_build
 
+    if shard is not None and merge:
+        raise click.BadParameter("--shard and --merge exclude each other")
     sections = _model_sections(**kw)
     sections["index"] = {"kind": kind, "db_url": db_url}
     cfg = _load(ctx, **sections)
-    result = _guard(run_build, cfg, use_cache=not no_cache)
+    if shard is not None:
+        index, count = _guard(shards.parse_shard, shard)
+        done = _guard(shards.build_shard, cfg, index, count, use_cache=not no_cache)
+        verb = "already complete, skipped" if done.skipped else f"hashed in {done.hash_seconds:.1f} s"
+        click.echo(f"shard {index}/{count}: {done.images} images {verb} -> {done.path}")
+        return
+    if merge or shards.shards_complete(cfg):
+        result = _guard(shards.merge_shards, cfg)
+        click.echo(f"merged the shards in {shards.shard_dir(cfg)}")
+    else:
+        result = _guard(run_build, cfg, use_cache=not no_cache)
     click.echo(f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
                f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}")
 
@@ -218,8 +238,8 @@ def _protector(cfg: Config, server_url: str | None):
     from privacy.client import connect, local_protector
 
     if server_url:
-        return _guard(connect, server_url, cfg.privacy, cfg.work_dir / "client-cache")
-    return _guard(local_protector, cfg.work_dir / "model", cfg.db_url, cfg.privacy), None
+        return _guard(connect, server_url, cfg.privacy, cfg.work_dir / "client-cache", cfg.model.device)
+    return _guard(local_protector, cfg.work_dir / "model", cfg.db_url, cfg.privacy, cfg.model.device), None
 
 
 @main.command()
@@ -280,7 +300,7 @@ def query(ctx, image, server_url, do_protect, mode, target_label, strength, eps,
                else "sending the image as it is (no protection)")
     answer, p = _guard(run_query, pixels, server_url, cfg.privacy if do_protect else None,
                        cache_dir=cfg.work_dir / "client-cache", mode=mode, target_label=target_label,
-                       private=private_px, radius=radius, k=k)
+                       private=private_px, radius=radius, k=k, device=cfg.model.device)
     if p is not None:
         click.echo(f"protected ({mode}): {p.iterations} iterations, Hamming to target {p.distance}, "
                    f"PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255")

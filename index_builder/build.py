@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from index_builder.datasets import make_splits, open_dataset
+from index_builder.datasets import ImageList, make_splits, open_dataset
 from index_builder.features import cached_features, encode_images, head_codes
 from retrieval.config import Config
 from retrieval.index import BinaryIndex
 from retrieval.manifest import Manifest, write_manifest
-from retrieval.model import file_sha256, load_checkpoint
+from retrieval.model import HashNet, ModelCard, file_sha256, load_checkpoint
 from retrieval.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,39 @@ def build_index(cfg: Config, *, use_cache: bool = True) -> BuildResult:
     ids = np.asarray(splits.database, dtype=np.int64)
 
     t1 = time.perf_counter()
+    codes = hash_database(cfg, model, images, ids, use_cache=use_cache)
+    hash_seconds = time.perf_counter() - t1
+    manifest = write_service(cfg, card, images, codes, ids)
+    total = time.perf_counter() - t0
+    log.info("indexed %d images in %.1f s (hashing %.1f s)", len(ids), total, hash_seconds)
+    return BuildResult(manifest, len(ids), hash_seconds, total)
+
+
+def hash_database(cfg: Config, model: HashNet, images: ImageList, ids: np.ndarray, *,
+                  use_cache: bool = True, desc: str = "hash database") -> np.ndarray:
+    """Codes of ``images[ids]`` in order. Shape: ids (n,) -> (n, K/8) uint8.
+
+    Frozen backbones with ``use_cache`` go through the cached backbone features, else the whole model.
+    """
+    device = cfg.train.device
     if use_cache and cfg.model.freeze_backbone:
         feats = cached_features(model, images, ids, cfg.work_dir / "features",
                                 batch_size=cfg.index.batch_size, workers=cfg.index.workers,
-                                device=device, desc="hash database")
-        codes = head_codes(model, feats)
-    else:
-        codes = encode_images(model, images, ids, batch_size=cfg.index.batch_size,
-                              workers=cfg.index.workers, device=device)
-    hash_seconds = time.perf_counter() - t1
+                                device=device, desc=desc)
+        return head_codes(model, feats)
+    return encode_images(model, images, ids, batch_size=cfg.index.batch_size,
+                         workers=cfg.index.workers, device=device, desc=desc)
 
+
+def write_service(cfg: Config, card: ModelCard, images: ImageList, codes: np.ndarray,
+                  ids: np.ndarray) -> Manifest:
+    """Index + store + manifest from (codes, ids), the manifest last; shared by the one-shot and merged builds.
+
+    Shape: codes (n, K/8) uint8 in the order of ids (n,) int64.
+    """
+    index_dir = cfg.work_dir / "index"
+    index_dir.mkdir(parents=True, exist_ok=True)
+    (index_dir / MANIFEST_FILE).unlink(missing_ok=True)
     index = BinaryIndex.create(card.hash_bits, cfg.index.kind)
     index.add(codes, ids)
     index_path = index_dir / INDEX_FILE
@@ -89,9 +112,7 @@ def build_index(cfg: Config, *, use_cache: bool = True) -> BuildResult:
         dataset=cfg.data.dataset, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     write_manifest(index_dir / MANIFEST_FILE, manifest)
-    total = time.perf_counter() - t0
-    log.info("indexed %d images in %.1f s (hashing %.1f s)", len(ids), total, hash_seconds)
-    return BuildResult(manifest, len(ids), hash_seconds, total)
+    return manifest
 
 
 def index_is_current(cfg: Config) -> bool:

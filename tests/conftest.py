@@ -86,3 +86,27 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db' / 'test.sqlite'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+def save_untrained_model(cfg: Config, seed: int = 0):
+    """A random small_cnn checkpoint in cfg.work_dir/model (zero biases, so codes vary); its card."""
+    import torch
+
+    from retrieval.model import HashNet, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = HashNet(cfg.model).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                module.bias.zero_()
+    card = model.card(dataset=cfg.data.dataset, label_names=tuple(NAMES), metrics={})
+    return save_checkpoint(model, cfg.work_dir / "model", card)
+
+
+@pytest.fixture()
+def untrained_cfg(tmp_path, tiny_data) -> Config:
+    """tiny_config in tmp_path/work with an untrained model: enough to build and serve an index."""
+    cfg = tiny_config(tmp_path / "work", tiny_data)
+    save_untrained_model(cfg)
+    return cfg
