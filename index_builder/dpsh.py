@@ -24,7 +24,7 @@ from index_builder.datasets import ImageList, Splits, make_splits, open_dataset
 from index_builder.features import cached_features, encode_images, head_codes, loader
 from retrieval.config import Config
 from retrieval.metrics import mean_average_precision
-from retrieval.model import HashNet, ModelCard, read_card, save_checkpoint
+from retrieval.model import HashNet, ModelCard, read_card, resolve_device, save_checkpoint
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -47,8 +47,8 @@ class TrainResult:
 
 def train_key(cfg: Config) -> dict:
     """The settings a trained model depends on; a checkpoint is reused only when they match."""
-    return {"model": asdict(cfg.model), "data": asdict(cfg.data),
-            "train": {k: v for k, v in asdict(cfg.train).items() if k != "device"}}
+    return {"model": {k: v for k, v in asdict(cfg.model).items() if k != "device"},
+            "data": asdict(cfg.data), "train": asdict(cfg.train)}
 
 
 def checkpoint_matches(cfg: Config) -> bool:
@@ -73,7 +73,7 @@ def train(cfg: Config, model_dir: Path | None = None) -> TrainResult:
     """
     model_dir = Path(model_dir) if model_dir is not None else cfg.work_dir / "model"
     _seed_all(cfg.data.seed)
-    device = _device(cfg.train.device)
+    device = resolve_device(cfg.model.device)
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     model = HashNet(cfg.model).to(device)
@@ -95,12 +95,6 @@ def train(cfg: Config, model_dir: Path | None = None) -> TrainResult:
     (model_dir / STATE_FILE).unlink(missing_ok=True)
     log.info("%s on the query split: %.4f (untrained %.4f)", metric, result, floor)
     return TrainResult(card, result, floor)
-
-
-def _device(name: str) -> str:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device is {name!r} but no CUDA device is available")
-    return name
 
 
 def _split_features(cfg: Config, model: HashNet, images: ImageList, splits: Splits,

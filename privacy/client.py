@@ -57,8 +57,8 @@ class Server:
         raise_for_status(r)
         return r
 
-    def model(self, cache_dir: Path) -> tuple[HashNet, ModelCard]:
-        """Download (once per sha256) and load the server's model, refusing unverified weights."""
+    def model(self, cache_dir: Path, device: str = "cpu") -> tuple[HashNet, ModelCard]:
+        """Download (once per sha256) and load the server's model onto ``device``, refusing unverified weights."""
         card = self._get("/api/model").json()
         sha = card.get("sha256", "")
         if len(sha) != 64:
@@ -76,7 +76,7 @@ class Server:
                         f.write(block)
             tmp.replace(folder / WEIGHTS_FILE)
         try:
-            return load_checkpoint(folder, expected_sha256=sha)
+            return load_checkpoint(folder, expected_sha256=sha, device=device)
         except ValueError:
             (folder / WEIGHTS_FILE).unlink(missing_ok=True)  # do not keep a bad download
             raise
@@ -177,7 +177,7 @@ class Protector:
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        x = image.unsqueeze(0)
+        x = image.unsqueeze(0).to(self.model.device)  # the attack runs where the model is
         own = self.model.encode(x)[0]
         label = None
         if mode == "semantic":
@@ -194,27 +194,28 @@ class Protector:
             target = carrier_target(self.model, private)[0]
         result = self.attack(x, target.reshape(1, -1))
         return Protected(
-            image=result.images[0], code=result.codes[0], target_code=target, target_label=label,
+            image=result.images[0].cpu(), code=result.codes[0], target_code=target, target_label=label,
             iterations=int(result.iterations[0]),
             distance=int(hamming(result.codes[:1], target.reshape(1, -1))[0, 0]),
             psnr=float(psnr(result.images, x)[0]), linf=float(linf(result.images, x)[0]),
-            trace=np.asarray(result.trace[:, 0]),
+            trace=result.trace[:, 0].cpu().numpy(),
         )
 
 
 
-def connect(server_url: str, cfg: PrivacyConfig, cache_dir: Path) -> tuple[Protector, Server]:
+def connect(server_url: str, cfg: PrivacyConfig, cache_dir: Path,
+            device: str = "cpu") -> tuple[Protector, Server]:
     """A Protector on a server's model (downloaded once, sha256-checked) and anchors (codes only)."""
     server = Server(server_url)
-    model, _ = server.model(cache_dir)
+    model, _ = server.model(cache_dir, device)
     return Protector(model, cfg, lambda l: server.anchors(l, cfg.n_anchor, cfg.seed), server.labels()), server
 
 
-def local_protector(model_dir: Path, db_url: str, cfg: PrivacyConfig) -> Protector:
+def local_protector(model_dir: Path, db_url: str, cfg: PrivacyConfig, device: str = "cpu") -> Protector:
     """A Protector on a local model and store (for a user who runs the service themselves)."""
     from retrieval.store import Store
 
-    model, _ = load_checkpoint(model_dir)
+    model, _ = load_checkpoint(model_dir, device=device)
     store = Store(db_url)
     return Protector(model, cfg, lambda l: store.codes_with_label(l, cfg.n_anchor, cfg.seed)[1],
                      store.label_counts())
@@ -222,14 +223,15 @@ def local_protector(model_dir: Path, db_url: str, cfg: PrivacyConfig) -> Protect
 
 def query(image: torch.Tensor, server_url: str, cfg: PrivacyConfig | None, *, cache_dir: Path,
           mode: str = "semantic", target_label: str | None = None, private: torch.Tensor | None = None,
-          radius: int | None = None, k: int | None = None) -> tuple[dict, Protected | None]:
-    """Query a server with ``image`` (3, H, W) in [0, 1].
+          radius: int | None = None, k: int | None = None,
+          device: str = "cpu") -> tuple[dict, Protected | None]:
+    """Query a server with ``image`` (3, H, W) in [0, 1]; the protection runs on ``device``.
 
     With ``cfg`` the image is protected here and only the protected PNG is sent; with None it
     is sent as it is (to compare). Returns the server's answer and the protection report.
     """
     if cfg is None:
         return Server(server_url).search(to_png(image), radius, k), None
-    protector, server = connect(server_url, cfg, cache_dir)
+    protector, server = connect(server_url, cfg, cache_dir, device)
     protected = protector.protect(image, mode, target_label=target_label, private=private)
     return server.search(protected.png(), radius, k), protected

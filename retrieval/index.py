@@ -18,6 +18,8 @@ Kinds, all wrapped in ``IndexBinaryIDMap2`` so that ids are ours and ``ids()`` w
 
 k-NN is exact on every kind: flat asks FAISS for the k-th distance; the hash kinds widen an
 exact range search until it holds k items. The per-query ``nflip`` is set under a lock.
+With faiss-gpu, :meth:`use_gpu` moves the flat k-th-distance scan to a GPU copy of the codes;
+range search stays on the CPU because FAISS has no GPU binary range search.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class BinaryIndex:
         self.kind = _kind_of(self._sub)
         self.hash_bits = check_bits(int(index.d))
         self._lock = threading.Lock()
+        self._gpu: faiss.IndexBinary | None = None  # a GpuIndexBinaryFlat copy, see use_gpu()
 
     @classmethod
     def create(cls, hash_bits: int, kind: str = "flat", *, b: int | None = None,
@@ -173,6 +176,23 @@ class BinaryIndex:
         except (TypeError, ValueError) as e:
             raise ValueError(f"index file {path} is not a hashveil index: {e}") from None
 
+    def use_gpu(self, device: int = 0) -> bool:
+        """Answer the k-NN scan of a flat index on GPU ``device``; False where FAISS has no GPU.
+
+        Only distances come from the GPU copy (it has no ids); the exact range search that
+        picks the items, ties by id, stays on the CPU. Codes added later are not copied.
+        """
+        if self.kind != "flat" or not hasattr(faiss, "GpuIndexBinaryFlat") or faiss.get_num_gpus() <= device:
+            return False
+        config = faiss.GpuIndexBinaryFlatConfig()
+        config.device = device
+        self._gpu_resources = faiss.StandardGpuResources()
+        gpu = faiss.GpuIndexBinaryFlat(self._gpu_resources, self.hash_bits, config)
+        gpu.add(faiss.vector_to_array(self._sub.xb).reshape(-1, self.hash_bits // 8))
+        self._gpu = gpu
+        log.info("k-NN scan of %d codes on GPU %d", self.ntotal, device)
+        return True
+
     # FAISS mechanics below
 
     def _range(self, codes: np.ndarray, radius: int) -> Results:
@@ -199,7 +219,7 @@ class BinaryIndex:
         """Distance of each query's k-th nearest item (k <= ntotal). Shape: (n,) int64."""
         if self.kind == "flat":
             with self._lock:
-                dist, _ = self._index.search(_padded(codes), k)
+                dist, _ = (self._gpu or self._index).search(_padded(codes), k)
             return dist[:, k - 1].astype(np.int64)
         kth = np.empty(codes.shape[0], dtype=np.int64)
         for i in range(codes.shape[0]):

@@ -87,10 +87,14 @@ class HashNet(nn.Module):
         """Relaxed outputs C(x). Shape: (n, 3, H, W) -> (n, K)."""
         return self.head(self.features(x))
 
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> np.ndarray:
-        """Packed codes sign(C(x)) of pixel images. Shape: (n, 3, H, W) -> (n, K/8) uint8."""
-        return pack(self(x))
+        """Packed codes sign(C(x)) of pixel images on any device. Shape: (n, 3, H, W) -> (n, K/8) uint8."""
+        return pack(self(x.to(self.device)))
 
     def card(self, **extra) -> ModelCard:
         return ModelCard(self.backbone_name, self.hash_bits, self.image_size,
@@ -127,8 +131,18 @@ def read_card(model_dir: str | Path) -> ModelCard:
     return ModelCard.from_dict(json.loads(path.read_text()))
 
 
-def load_checkpoint(model_dir: str | Path, *, expected_sha256: str | None = None) -> tuple[HashNet, ModelCard]:
-    """Rebuild a HashNet from its card and load its weights after checking their sha256.
+def resolve_device(name: str) -> str:
+    """model.device -> a torch device name: "auto" is CUDA when present, else the CPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"model.device is {name!r} but torch sees no CUDA device; use cpu or auto")
+    return name
+
+
+def load_checkpoint(model_dir: str | Path, *, expected_sha256: str | None = None,
+                    device: str = "cpu") -> tuple[HashNet, ModelCard]:
+    """Rebuild a HashNet from its card and load its weights (onto ``device``) after checking their sha256.
 
     Raises ValueError naming the file when the weights do not match the card (or
     ``expected_sha256``, e.g. the value a server published).
@@ -145,4 +159,4 @@ def load_checkpoint(model_dir: str | Path, *, expected_sha256: str | None = None
                       freeze_backbone=True, pretrained="")
     model = HashNet(cfg, load_pretrained=False)
     model.load_state_dict(load_file(weights))
-    return model.eval(), card
+    return model.to(resolve_device(device)).eval(), card

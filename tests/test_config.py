@@ -32,3 +32,11 @@ def test_unknown_section_in_file(tmp_path):
     path.write_text("[serverr]\nport = 1\n")
     with pytest.raises(ValueError, match="unknown config sections"):
         load_config(path)
+
+
+def test_model_device_is_validated():
+    assert Config().model.device == "auto"
+    assert override(Config(), model={"device": "cuda:1"}).model.device == "cuda:1"
+    for bad in ("gpu", "cuda:x", "", "CUDA"):
+        with pytest.raises(ValueError, match="model.device must be auto, cpu, cuda or cuda:N"):
+            override(Config(), model={"device": bad})

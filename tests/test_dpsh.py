@@ -56,3 +56,14 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_data, monkeypatch):
     resumed, _ = load_checkpoint(tmp_path / "b" / "model")
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_is_reused_whatever_device_it_was_trained_on():
+    """model.device says where the model runs, not what it is: it must not force a retrain."""
+    from index_builder.dpsh import train_key
+    from retrieval.config import Config, override
+
+    on_cpu = train_key(override(Config(), model={"device": "cpu"}))
+    assert on_cpu == train_key(override(Config(), model={"device": "cuda:1"}))
+    assert on_cpu != train_key(override(Config(), model={"hash_bits": 16}))
+    assert "device" not in on_cpu["model"] and "device" not in on_cpu["train"]

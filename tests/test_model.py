@@ -60,3 +60,15 @@ def test_expected_sha256_from_elsewhere_is_checked(model, tmp_path):
 def test_missing_pretrained_file_says_so():
     with pytest.raises(FileNotFoundError, match="never downloads"):
         HashNet(ModelConfig(backbone="vgg11", pretrained="/nonexistent/vgg11.pth", image_size=32))
+
+
+def test_resolve_device_picks_cuda_only_when_present():
+    from retrieval.model import resolve_device
+
+    has_cuda = torch.cuda.is_available()
+    assert resolve_device("auto") == ("cuda" if has_cuda else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not has_cuda:
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            resolve_device("cuda:0")
+

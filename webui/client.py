@@ -68,7 +68,7 @@ class ClientState:
     def model(self) -> HashNet:
         with self._lock:
             if self._model is None:
-                self._model, _ = self.server.model(Path(self.cfg.work_dir) / "client-cache")
+                self._model, _ = self.server.model(Path(self.cfg.work_dir) / "client-cache", self.cfg.model.device)
             return self._model
 
     def label_counts(self) -> dict[str, int]:

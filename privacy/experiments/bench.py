@@ -33,7 +33,7 @@ from privacy.metrics import psnr
 from privacy.targets import anchor_code, pick_target_label, untargeted_target
 from retrieval.config import Config, PrivacyConfig, override
 from retrieval.metrics import MapResult, mean_average_precision
-from retrieval.model import HashNet, load_checkpoint, read_card
+from retrieval.model import HashNet, load_checkpoint, read_card, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Workbench:
 
     @property
     def device(self) -> str:
-        return self.options.device or self.cfg.train.device
+        return resolve_device(self.options.device or self.cfg.model.device)
 
     @property
     def eps(self) -> float:
