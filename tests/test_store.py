@@ -6,6 +6,7 @@ Every ``store`` test runs on both backends (conftest's ``db_url``) and asserts t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sqlite3
 import time
@@ -254,3 +255,34 @@ def test_missing_postgres_binaries_fail_with_the_fix(monkeypatch) -> None:
     monkeypatch.setattr(pg, "_BIN_GLOB", "/nonexistent/postgresql/*/bin")
     with pytest.raises(FileNotFoundError, match=r"run `make test`"):
         pg.find_bin_dir()
+
+
+@pytest.mark.slow
+def test_build_serve_and_query_log_end_to_end(untrained_cfg, db_url, tiny_data) -> None:
+    """build-index into the backend, serve it, search by upload: results and log as on SQLite."""
+    from index_builder.build import build_index
+    from retrieval.codes import hamming
+    from retrieval.config import override
+    from retrieval.imaging import decode_image, to_tensor
+    from retrieval.model import load_checkpoint
+    from retrieval.server import create_app
+
+    cfg = override(untrained_cfg, index={"db_url": db_url})
+    built = build_index(cfg)
+    assert built.images == 200 and built.manifest.db_url == db_url
+    client = create_app(cfg).test_client()  # opening verifies the manifest against this store
+    store = Store(db_url)
+    rows = store.images(range(240))
+    ids = np.array(sorted(rows))
+    data = (tiny_data / rows[ids[7]].path).read_bytes()  # a database image: found at distance 0
+    resp = client.post("/api/search", data={"image": (io.BytesIO(data), "q.png"), "radius": "3"})
+    assert resp.status_code == 200, resp.get_json()
+    got = [(r["distance"], r["id"]) for r in resp.get_json()["results"]]
+    model, _ = load_checkpoint(cfg.work_dir / "model")
+    code = model.encode(to_tensor(decode_image(data))[None])[0]
+    dist = hamming(code[None], np.stack([np.frombuffer(rows[i].code, np.uint8) for i in ids]))[0]
+    assert got == sorted((int(d), int(i)) for d, i in zip(dist, ids) if d <= 3) and (0, int(ids[7])) in got
+    logged = store.query_log(limit=10)
+    assert len(logged) == 1 and logged[0].upload == data and logged[0].code == code.tobytes()
+    assert list(logged[0].result_ids) == [i for _, i in got] and logged[0].created_at.utcoffset() == timedelta(0)
+    store.close()
