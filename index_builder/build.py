@@ -1,4 +1,5 @@
-"""Hash the database split into a FAISS binary index plus a SQL row per image, bound by a manifest.
+"""Hash the database split into a binary index (FAISS file or Milvus collection, per
+``[index] backend``) plus a SQL row per image, bound by a manifest.
 
 Crash safety: the old manifest is removed first, the index is written to a temporary name and
 renamed, the store is replaced in one transaction, and the manifest (with the checksums of
@@ -15,16 +16,15 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from index_builder.backends import INDEX_FILE, write_index  # noqa: F401 (INDEX_FILE kept importable here)
 from index_builder.datasets import ImageList, make_splits, open_dataset
 from index_builder.features import cached_features, encode_images, head_codes
 from retrieval.config import Config
-from retrieval.index import BinaryIndex
 from retrieval.manifest import Manifest, write_manifest
-from retrieval.model import HashNet, ModelCard, file_sha256, load_checkpoint
+from retrieval.model import HashNet, ModelCard, load_checkpoint
 from retrieval.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
-INDEX_FILE = "codes.faiss"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -92,10 +92,7 @@ def write_service(cfg: Config, card: ModelCard, images: ImageList, codes: np.nda
     index_dir = cfg.work_dir / "index"
     index_dir.mkdir(parents=True, exist_ok=True)
     (index_dir / MANIFEST_FILE).unlink(missing_ok=True)
-    index = BinaryIndex.create(card.hash_bits, cfg.index.kind)
-    index.add(codes, ids)
-    index_path = index_dir / INDEX_FILE
-    index.save(index_path)
+    written = write_index(cfg.index, cfg.work_dir, card.hash_bits, codes, ids)
 
     store = Store(cfg.db_url)
     store.create()
@@ -106,8 +103,7 @@ def write_service(cfg: Config, card: ModelCard, images: ImageList, codes: np.nda
         images.label_names,
     )
     manifest = Manifest(
-        model_sha256=card.sha256, hash_bits=card.hash_bits, index_file=INDEX_FILE,
-        index_kind=cfg.index.kind, index_sha256=file_sha256(index_path), count=len(ids),
+        model_sha256=card.sha256, hash_bits=card.hash_bits, **written.fields(), count=len(ids),
         store_fingerprint=store.fingerprint(), db_url=cfg.db_url, image_root=str(images.root.resolve()),
         dataset=cfg.data.dataset, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
@@ -126,4 +122,5 @@ def index_is_current(cfg: Config) -> bool:
     except (FileNotFoundError, ValueError):
         return False
     return (manifest.model_sha256 == card.sha256 and manifest.index_kind == cfg.index.kind
+            and manifest.index_backend == cfg.index.backend
             and manifest.db_url == cfg.db_url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from retrieval.codes import check_bits
 BACKBONES = ("efficientnet_lite0", "vgg11", "alexnet", "resnet18", "small_cnn")
 DATASETS = ("fashion_mnist", "flickr25k", "nuswide", "folder")
 INDEX_KINDS = ("flat", "hash", "multihash")
+INDEX_BACKENDS = ("faiss", "milvus")
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,26 @@ class IndexConfig:
     db_url: str = ""
     batch_size: int = 256
     workers: int = 1
+    backend: str = "faiss"
+    milvus_uri: str = ""  # "" = a Milvus Lite file in work_dir/index; http(s)://host:port = a server
+    milvus_token: str = ""
+    milvus_collection: str = "hashveil_codes"
 
     def __post_init__(self) -> None:
         _choice("index.kind", self.kind, INDEX_KINDS)
         _int_range("index.batch_size", self.batch_size, 1, 10**5)
         _int_range("index.workers", self.workers, 0, 64)
+        _choice("index.backend", self.backend, INDEX_BACKENDS)
+        if self.backend == "milvus" and self.kind != "flat":
+            raise ValueError(f"index.kind must be 'flat' with backend 'milvus' (BIN_FLAT, the exact "
+                             f"Milvus index for binary codes); got {self.kind!r}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.milvus_collection):
+            raise ValueError(f"index.milvus_collection must be letters, digits and underscores, "
+                             f"not starting with a digit; got {self.milvus_collection!r}")
+
+    def milvus_secret(self) -> str:
+        """The Milvus token: index.milvus_token, else HASHVEIL_MILVUS_TOKEN; "" for Milvus Lite."""
+        return self.milvus_token or os.environ.get("HASHVEIL_MILVUS_TOKEN", "")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import torch
 from retrieval.codes import as_codes
 from retrieval.config import Config
 from retrieval.index import BinaryIndex
-from retrieval.manifest import MANIFEST_FILE, read_manifest, verify
+from retrieval.manifest import MANIFEST_FILE, Manifest, read_manifest, verify
+from retrieval.milvus_index import MilvusIndex
 from retrieval.model import HashNet, ModelCard, load_checkpoint
 from retrieval.store import Store
 
@@ -36,7 +37,7 @@ class Hit:
 class Searcher:
     """Answers retrieval queries against one model + index + store set."""
 
-    def __init__(self, model: HashNet, card: ModelCard, index: BinaryIndex, store: Store,
+    def __init__(self, model: HashNet, card: ModelCard, index: BinaryIndex | MilvusIndex, store: Store,
                  image_root: Path) -> None:
         if not model.hash_bits == card.hash_bits == index.hash_bits:
             raise ValueError(f"code lengths disagree: model {model.hash_bits}, card {card.hash_bits}, "
@@ -117,13 +118,27 @@ def open_searcher(cfg: Config) -> Searcher:
     m = read_manifest(manifest_path)
     model, card = load_checkpoint(cfg.work_dir / "model")
     store = Store(m.db_url)
-    index_path = m.index_path(manifest_path.parent)
-    verify(m, model_sha256=card.sha256, index_path=index_path, store=store)
-    index = BinaryIndex.load(index_path)
+    if m.index_backend == "milvus":
+        index, where = _open_milvus(m, cfg, card.sha256, store)
+    else:
+        where = m.index_path(manifest_path.parent)
+        verify(m, model_sha256=card.sha256, index_path=where, store=store)
+        index = BinaryIndex.load(where)
     if (index.hash_bits, index.kind, index.ntotal) != (m.hash_bits, m.index_kind, m.count):
-        raise ValueError(f"index {index_path} is a {index.hash_bits}-bit {index.kind} index of "
+        raise ValueError(f"index {where} is a {index.hash_bits}-bit {index.kind} index of "
                          f"{index.ntotal} codes; manifest {manifest_path} expects {m.hash_bits}-bit "
                          f"{m.index_kind} with {m.count}")
     log.info("serving %d %d-bit codes (%s index) from %s", m.count, m.hash_bits, m.index_kind,
              manifest_path)
     return Searcher(model, card, index, store, Path(m.image_root))
+
+
+def _open_milvus(m: Manifest, cfg: Config, model_sha256: str, store: Store) -> tuple[MilvusIndex, str]:
+    """The manifest's collection, checked against the store by its (id, code) fingerprint."""
+    index = MilvusIndex.open(m.milvus_uri, m.milvus_collection, token=cfg.index.milvus_secret())
+    try:
+        verify(m, model_sha256=model_sha256, store=store, index_fingerprint=index.fingerprint())
+    except ValueError:
+        index.close()
+        raise
+    return index, f"Milvus collection {m.milvus_collection!r} at {m.milvus_uri}"

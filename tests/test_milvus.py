@@ -1,0 +1,204 @@
+"""MilvusIndex (Milvus Lite, in process) against FAISS's flat BinaryIndex and a brute-force scan,
+and the tiny set built and served with ``[index] backend = "milvus"``."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'hashveil[milvus]')")
+
+from retrieval import milvus_index  # noqa: E402
+from retrieval.codes import SUPPORTED_BITS, hamming  # noqa: E402
+from retrieval.config import override  # noqa: E402
+from retrieval.index import BinaryIndex  # noqa: E402
+from retrieval.milvus_index import MilvusIndex, resolve_uri  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lite_uri(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("milvus") / "test.db")
+
+
+def _codes(bits: int, n: int, seed: int) -> np.ndarray:
+    """A few tight clusters plus exact duplicates: every small radius has hits, edges and ties."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2, (4, bits), dtype=np.uint8)
+    flips = rng.random((n, bits)) < rng.choice([0.0, 0.03, 0.1, 0.5], size=(n, 1))
+    return np.packbits(centres[rng.integers(0, 4, n)] ^ flips, axis=1)
+
+
+def _brute(query: np.ndarray, db: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    d = hamming(query[None], db)[0]
+    order = np.lexsort((ids, d))
+    return ids[order], d[order]
+
+
+def _both(lite_uri: str, name: str, bits: int, n: int, seed: int):
+    db = _codes(bits, n, seed)
+    ids = np.random.default_rng(seed).permutation(np.arange(7, 7 + 5 * n, 5)).astype(np.int64)
+    milvus = MilvusIndex.create(lite_uri, name, bits, replace=True)
+    milvus.add(db, ids)
+    faiss_flat = BinaryIndex.create(bits, "flat")
+    faiss_flat.add(db, ids)
+    queries = np.concatenate([db[:5], _codes(bits, 5, seed + 1)])
+    return milvus, faiss_flat, db, ids, queries
+
+
+def _as_lists(results) -> list[tuple[list[int], list[int]]]:
+    return [(i.tolist(), d.tolist()) for i, d in results]
+
+
+@pytest.mark.parametrize("bits", SUPPORTED_BITS)
+def test_range_and_knn_equal_faiss_flat_and_brute_force(lite_uri: str, bits: int) -> None:
+    milvus, faiss_flat, db, ids, queries = _both(lite_uri, f"codes_{bits}", bits, n=300, seed=bits)
+    assert (milvus.hash_bits, milvus.kind, milvus.ntotal) == (bits, "flat", 300)
+    assert milvus.ids().tolist() == sorted(ids.tolist())
+    all_d = hamming(queries, db)
+    edge = int(np.median(all_d[all_d > 0]))  # a distance many items sit at exactly
+    for radius in sorted({0, 1, 2, edge, bits // 2, bits}):
+        got = milvus.range_search(queries, radius)
+        assert _as_lists(got) == _as_lists(faiss_flat.range_search(queries, radius)), radius
+        for q, (got_ids, got_d) in zip(queries, got):
+            want_ids, want_d = _brute(q, db, ids)
+            keep = want_d <= radius
+            assert got_ids.dtype == np.int64 and got_d.dtype == np.int64
+            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[keep].tolist(), want_d[keep].tolist())
+    assert (all_d == edge).sum() > 0
+    for k in (1, 5, 37, 300, 1000):
+        got = milvus.knn(queries, k)
+        assert _as_lists(got) == _as_lists(faiss_flat.knn(queries, k)), k
+        for q, (got_ids, got_d) in zip(queries, got):
+            want_ids, want_d = _brute(q, db, ids)
+            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[:k].tolist(), want_d[:k].tolist())
+    assert _as_lists(milvus.search(queries, 3, k=4)) == _as_lists(faiss_flat.search(queries, 3, k=4))
+    milvus.close()
+
+
+def test_radius_is_inclusive_at_the_edge(lite_uri: str) -> None:
+    """Milvus keeps range_filter <= d < radius; MilvusIndex.range_search(r) keeps d <= r."""
+    index = MilvusIndex.create(lite_uri, "edge", 32, replace=True)
+    base = np.zeros((1, 4), dtype=np.uint8)
+    db = np.array([[0, 0, 0, 0], [0b111, 0, 0, 0], [0b1111, 0, 0, 0], [0, 0, 0, 0b1111_1111]],
+                  dtype=np.uint8)  # distances 0, 3, 4, 8
+    index.add(db, np.array([40, 30, 20, 10]))
+    assert index.range_search(base, 0)[0][0].tolist() == [40]
+    assert index.range_search(base, 3)[0][0].tolist() == [40, 30]
+    assert _as_lists(index.range_search(base, 4)) == [([40, 30, 20], [0, 3, 4])]
+    assert index.range_search(base, 7)[0][0].tolist() == [40, 30, 20]
+    assert index.range_search(base, 8)[0][0].tolist() == [40, 30, 20, 10]
+    index.close()
+
+
+def test_knn_breaks_ties_by_smaller_id(lite_uri: str) -> None:
+    index = MilvusIndex.create(lite_uri, "ties", 16, replace=True)
+    same = np.tile(np.array([[0xAB, 0xCD]], dtype=np.uint8), (6, 1))
+    index.add(same, np.array([50, 7, 31, 2, 99, 13]))
+    assert index.knn(same[:1], 3)[0][0].tolist() == [2, 7, 13]
+    assert index.search(same[:1], 0, k=4)[0][0].tolist() == [2, 7, 13, 31]
+    index.close()
+
+
+def test_full_pages_are_split_not_cut(lite_uri: str, monkeypatch) -> None:
+    """A range search larger than Milvus's per-query limit (16384, here 23) is still complete."""
+    milvus, faiss_flat, db, ids, queries = _both(lite_uri, "pages", 24, n=400, seed=11)
+    monkeypatch.setattr(milvus_index, "TOPK_CAP", 23)
+    for radius in (3, 12, 24):
+        assert _as_lists(milvus.range_search(queries, radius)) == \
+            _as_lists(faiss_flat.range_search(queries, radius))
+    assert [len(i) for i, _ in milvus.range_search(queries, 24)] == [400] * len(queries)
+    for k in (22, 23, 150):  # k above the cap takes the widening path
+        assert _as_lists(milvus.knn(queries, k)) == _as_lists(faiss_flat.knn(queries, k))
+    milvus.close()
+
+
+def test_open_round_trip_and_validation(lite_uri: str) -> None:
+    index = MilvusIndex.create(lite_uri, "reopen", 32, replace=True)
+    codes = np.zeros((2, 4), dtype=np.uint8)
+    index.add(codes, np.array([1, 2]))
+    with pytest.raises(ValueError, match="already exists"):
+        MilvusIndex.create(lite_uri, "reopen", 32)
+    again = MilvusIndex.open(lite_uri, "reopen")
+    assert (again.hash_bits, again.ntotal, again.ids().tolist()) == (32, 2, [1, 2])
+    with pytest.raises(ValueError, match=r"4 bytes per row.*\(1, 2\)"):
+        again.range_search(np.zeros((1, 2), dtype=np.uint8), 1)
+    for bad in (-1, 33, 2.0, True):
+        with pytest.raises(ValueError, match=r"radius must be an int in \[0, 32\]"):
+            again.range_search(codes, bad)
+    with pytest.raises(ValueError, match="k must be"):
+        again.knn(codes, 0)
+    with pytest.raises(ValueError, match="already in the index"):
+        again.add(codes[:1], np.array([2]))
+    with pytest.raises(ValueError, match="unique"):
+        again.add(codes, np.array([5, 5]))
+    with pytest.raises(FileNotFoundError, match="build-index"):
+        MilvusIndex.open(lite_uri, "never_built")
+    with pytest.raises(ValueError, match="collection name"):
+        MilvusIndex.open(lite_uri, "bad-name")
+    with pytest.raises(ValueError, match="hash_bits"):
+        MilvusIndex.create(lite_uri, "odd", 20)
+    again.close()
+    index.close()
+
+
+def test_uri_and_config_validation(tmp_path) -> None:
+    assert resolve_uri("", tmp_path) == str((tmp_path / "index" / "codes.milvus.db").resolve())
+    assert resolve_uri("m/x.db", tmp_path) == str((tmp_path / "m" / "x.db").resolve())
+    assert resolve_uri("http://milvus:19530", tmp_path) == "http://milvus:19530"
+    with pytest.raises(ValueError, match=r"end in \.db"):
+        resolve_uri("codes.faiss", tmp_path)
+    with pytest.raises(ValueError, match="http"):
+        resolve_uri("grpc://milvus:19530", tmp_path)
+    from retrieval.config import Config
+
+    with pytest.raises(ValueError, match="index.kind must be 'flat' with backend 'milvus'"):
+        override(Config(), index={"backend": "milvus", "kind": "hash"})
+    with pytest.raises(ValueError, match="index.backend must be one of"):
+        override(Config(), index={"backend": "qdrant"})
+    with pytest.raises(ValueError, match="milvus_collection"):
+        override(Config(), index={"milvus_collection": "9lives"})
+
+
+@pytest.mark.slow
+def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path) -> None:
+    """Same model and database through both backends: identical hits, over the real HTTP API."""
+    from index_builder.build import build_index
+    from retrieval.manifest import read_manifest
+    from retrieval.search import open_searcher
+    from retrieval.server import create_app
+
+    faiss_cfg, _ = tiny_trained
+    work = tmp_path / "work"
+    shutil.copytree(faiss_cfg.work_dir / "model", work / "model")
+    shutil.copy(faiss_cfg.work_dir / "splits.json", work / "splits.json")
+    cfg = override(faiss_cfg, paths={"work_dir": work}, index={"backend": "milvus"})
+    result = build_index(cfg)
+    m = read_manifest(work / "index" / "manifest.json")
+    assert (m.index_backend, m.index_kind, m.index_file, m.milvus_collection) == \
+        ("milvus", "flat", "", "hashveil_codes")
+    assert m.milvus_uri == str(work / "index" / "codes.milvus.db") and m.count == result.images > 0
+
+    faiss_searcher = open_searcher(faiss_cfg)
+    searcher = open_searcher(cfg)
+    assert isinstance(searcher.index, MilvusIndex) and searcher.index.ntotal == m.count
+    assert searcher.index.fingerprint() == searcher.store.fingerprint()
+    rows = searcher.store.images(searcher.index.ids().tolist())
+    codes = np.stack([np.frombuffer(rows[i].code, np.uint8) for i in sorted(rows)])
+    for radius in (0, 2, 5, 16):
+        for code in codes[::17]:
+            assert searcher.search_code(code, radius) == faiss_searcher.search_code(code, radius)
+
+    client = create_app(cfg, searcher).test_client()
+    answer = client.post("/api/search", json={"code": codes[3].tobytes().hex(), "radius": 3}).get_json()
+    want = sorted((int(d), int(i)) for d, i in zip(hamming(codes[3:4], codes)[0], sorted(rows)) if d <= 3)
+    assert [(r["distance"], r["id"]) for r in answer["results"]] == want and len(want) > 0
+    searcher.index.close()
+
+    # a collection changed behind the manifest's back is refused
+    tampered = MilvusIndex.open(m.milvus_uri, m.milvus_collection)
+    tampered._client.delete(m.milvus_collection, ids=[int(sorted(rows)[0])])
+    tampered.close()
+    with pytest.raises(ValueError, match="does not hold the store's ids and codes"):
+        open_searcher(cfg)
