@@ -95,7 +95,10 @@ def _json_body() -> dict[str, Any]:
     """The JSON object of a JSON request, {} for other requests; 400 if it is not an object."""
     if not request.is_json:
         return {}
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # silent covers malformed JSON, not JSON nested too deep to decode
+        body = None
     if not isinstance(body, dict):
         raise ValueError("request body must be a JSON object")
     return body
