@@ -143,6 +143,19 @@ def _serve(cfg: Config, threads: int = 8) -> None:
                    max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536)
 
 
+@main.command("prune-log")
+@click.option("--days", type=int, help="server.log_retention_days (0 deletes every row)")
+@click.pass_context
+def prune_log(ctx: click.Context, days: int | None) -> None:
+    """Delete query-log rows older than the retention period (the server also does this hourly)."""
+    from retrieval.querylog import QueryLog
+    from retrieval.store import Store
+
+    cfg = _load(ctx, server={"log_retention_days": days})
+    gone = _guard(QueryLog(Store(cfg.db_url), cfg.server.log_retention_days).prune)
+    click.echo(f"deleted {gone} query-log rows older than {cfg.server.log_retention_days} days from {cfg.db_url}")
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--radius", type=int, help="Hamming threshold, inclusive (default server.radius)")

@@ -162,3 +162,23 @@ def test_server_with_retention_logs_and_keeps_young_rows(tmp_path):
     listing = app.get("/api/admin/queries", headers={"Authorization": "Bearer t"}).get_json()
     assert listing["log_retention_days"] == 2
     assert [q["upload_type"] for q in listing["queries"]] == ["code", "image"]
+
+
+def test_prune_log_command(tmp_path):
+    from click.testing import CliRunner
+
+    from hashveil.cli import main
+
+    store = Store(f"sqlite:///{tmp_path / 'hashveil.sqlite'}")  # the default db_url of work_dir
+    store.create()
+    now = datetime.now(timezone.utc)
+    ids = [_log(store, now - timedelta(days=d)) for d in (40, 10, 1)]
+    run = CliRunner()
+    config = Path(__file__).parents[1] / "config.toml"
+    out = run.invoke(main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log"])
+    assert out.exit_code == 0 and "deleted 1 query-log rows older than 30 days" in out.output
+    assert _ids(store) == ids[1:]
+    out = run.invoke(main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log", "--days", "0"])
+    assert out.exit_code == 0 and "deleted 2" in out.output and store.query_log_count() == 0
+    out = run.invoke(main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log", "--days", "-1"])
+    assert out.exit_code != 0 and "log_retention_days" in out.output
