@@ -19,6 +19,7 @@ import io
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and FAISS threads; tiny single inputs gain nothing from more")
     args = ap.parse_args()
+    warnings.simplefilter("ignore")  # PIL warns on nearly every corrupt input; failures are counted below
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
