@@ -21,7 +21,7 @@ from index_builder.datasets import ImageList, make_splits, open_dataset
 from index_builder.features import cached_features, encode_images, head_codes
 from retrieval.config import Config
 from retrieval.manifest import Manifest, write_manifest
-from retrieval.model import HashNet, ModelCard, load_checkpoint
+from retrieval.model import HashNet, ModelCard, load_checkpoint, resolve_device
 from retrieval.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ def build_index(cfg: Config, *, use_cache: bool = True) -> BuildResult:
     index_dir.mkdir(parents=True, exist_ok=True)
     (index_dir / MANIFEST_FILE).unlink(missing_ok=True)
 
-    model, card = load_checkpoint(cfg.work_dir / "model")
-    device = cfg.train.device
-    model.to(device)
+    model, card = load_checkpoint(cfg.work_dir / "model", device=cfg.model.device)
     images = open_dataset(cfg.data, cfg.work_dir, card.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     ids = np.asarray(splits.database, dtype=np.int64)
@@ -73,7 +71,7 @@ def hash_database(cfg: Config, model: HashNet, images: ImageList, ids: np.ndarra
 
     Frozen backbones with ``use_cache`` go through the cached backbone features, else the whole model.
     """
-    device = cfg.train.device
+    device = resolve_device(cfg.model.device)
     if use_cache and cfg.model.freeze_backbone:
         feats = cached_features(model, images, ids, cfg.work_dir / "features",
                                 batch_size=cfg.index.batch_size, workers=cfg.index.workers,

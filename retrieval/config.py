@@ -34,11 +34,14 @@ class ModelConfig:
     image_size: int = 96
     freeze_backbone: bool = True
     pretrained: str = ""
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("model.backbone", self.backbone, BACKBONES)
         check_bits(self.hash_bits)
         _int_range("model.image_size", self.image_size, 16, 1024)
+        if not (isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)):
+            raise ValueError(f"model.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,6 @@ class TrainConfig:
     lr: float = 1e-4
     eta: float = 0.1
     map_topk: int = 0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _int_range("train.epochs", self.epochs, 0, 10**5)

@@ -20,7 +20,7 @@ from retrieval.config import Config
 from retrieval.index import BinaryIndex
 from retrieval.manifest import MANIFEST_FILE, Manifest, read_manifest, verify
 from retrieval.milvus_index import MilvusIndex
-from retrieval.model import HashNet, ModelCard, load_checkpoint
+from retrieval.model import HashNet, ModelCard, load_checkpoint, resolve_device
 from retrieval.store import Store
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ def open_searcher(cfg: Config) -> Searcher:
     """Load the set named by work_dir/index/manifest.json and refuse it if its parts changed."""
     manifest_path = cfg.work_dir / "index" / MANIFEST_FILE
     m = read_manifest(manifest_path)
-    model, card = load_checkpoint(cfg.work_dir / "model")
+    device = resolve_device(cfg.model.device)
+    model, card = load_checkpoint(cfg.work_dir / "model", device=device)
     store = Store(m.db_url)
     if m.index_backend == "milvus":
         index, where = _open_milvus(m, cfg, card.sha256, store)
@@ -124,6 +125,8 @@ def open_searcher(cfg: Config) -> Searcher:
         where = m.index_path(manifest_path.parent)
         verify(m, model_sha256=card.sha256, index_path=where, store=store)
         index = BinaryIndex.load(where)
+        if device.startswith("cuda"):
+            index.use_gpu(torch.device(device).index or 0)
     if (index.hash_bits, index.kind, index.ntotal) != (m.hash_bits, m.index_kind, m.count):
         raise ValueError(f"index {where} is a {index.hash_bits}-bit {index.kind} index of "
                          f"{index.ntotal} codes; manifest {manifest_path} expects {m.hash_bits}-bit "
