@@ -52,7 +52,8 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_answering(served) -> 
     by_name = {o.case.name: o for o in outcomes}
     needles = {
         "empty body": "send an image", "empty image file": "empty", "not an image (text)": "not a readable image",
-        "truncated JPEG": "truncated", "truncated PNG": "truncated", "corrupt PNG (bad IHDR CRC)": "not a readable image",
+        "truncated JPEG": "truncated", "truncated PNG": "truncated",
+        "corrupt PNG (bad IHDR CRC)": "not a readable image",
         "decompression bomb (8000x8000 PNG, 70 KB)": "64000000 pixels; the limit is 40000000",
         "file over the 1 MB upload limit": "1 MB upload limit", "code of wrong length": "4 hex digits",
         "non-hex code": "not valid hex", "radius -1": "radius must be an int in [0, 16]; got -1",

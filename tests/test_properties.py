@@ -182,9 +182,10 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.flo
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
 param_values = st.one_of(st.text(max_size=12), st.integers(-2**70, 2**70).map(str),
-                         st.sampled_from(["", "0", "16", "17", "-1", " 3 ", "1e3", "0x10", "\u0663", "abcd", "ffff"]))
+                         st.sampled_from(["", "0", "16", "17", "-1", " 3 ", "1e3", "0x10", "\u0663", "ffff"]))
 params = st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=6)), param_values, max_size=4)
-path_ids = st.one_of(st.integers(-10, 2**70).map(str), st.just("1000"), st.text(max_size=12).map(lambda s: quote(s, safe="")))
+path_ids = st.one_of(st.integers(-10, 2**70).map(str), st.just("1000"),
+                     st.text(max_size=12).map(lambda s: quote(s, safe="")))
 GET_ROUTES = ["/api/images/{}", "/api/model", "/api/anchors", "/api/labels", "/api/health", "/api/stats",
               "/api/openapi.json", "/api/admin/queries", "/api/admin/queries/{}/upload", "/api/{}"]
 tokens = st.sampled_from([{}, {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer x"},
