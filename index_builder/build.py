@@ -16,16 +16,15 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from index_builder.backends import INDEX_FILE, write_index  # noqa: F401 (INDEX_FILE kept importable here)
+from index_builder.backends import write_index
 from index_builder.datasets import ImageList, make_splits, open_dataset
 from index_builder.features import cached_features, encode_images, head_codes
 from retrieval.config import Config
-from retrieval.manifest import Manifest, write_manifest
-from retrieval.model import HashNet, ModelCard, load_checkpoint, resolve_device
+from retrieval.manifest import MANIFEST_FILE, Manifest, read_manifest, write_manifest
+from retrieval.model import HashNet, ModelCard, load_checkpoint, read_card, resolve_device
 from retrieval.store import ImageRow, Store
 
 log = logging.getLogger(__name__)
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -111,9 +110,6 @@ def write_service(cfg: Config, card: ModelCard, images: ImageList, codes: np.nda
 
 def index_is_current(cfg: Config) -> bool:
     """True when work_dir holds a manifest that matches the current model weights and config."""
-    from retrieval.manifest import read_manifest
-    from retrieval.model import read_card
-
     try:
         manifest = read_manifest(cfg.work_dir / "index" / MANIFEST_FILE)
         card = read_card(cfg.work_dir / "model")

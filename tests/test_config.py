@@ -40,3 +40,18 @@ def test_model_device_is_validated():
     for bad in ("gpu", "cuda:x", "", "CUDA"):
         with pytest.raises(ValueError, match="model.device must be auto, cpu, cuda or cuda:N"):
             override(Config(), model={"device": bad})
+
+
+def test_config_toml_states_every_default():
+    """config.toml is where defaults are read; the dataclass defaults must say the same."""
+    import dataclasses
+
+    from_file, built_in = load_config(ROOT / "config.toml"), Config()
+    for section in dataclasses.fields(Config):
+        if section.name == "paths":  # work_dir is resolved against the file's folder
+            continue
+        a, b = getattr(from_file, section.name), getattr(built_in, section.name)
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            same = x == pytest.approx(y, rel=1e-9) if isinstance(x, float) else x == y
+            assert same, f"{section.name}.{f.name}: config.toml {x!r}, built-in {y!r}"
