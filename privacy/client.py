@@ -164,6 +164,9 @@ class Protector:
     def likely_label(self, code: np.ndarray) -> str:
         """The label whose anchor is nearest to ``code``: what the server would infer, computed locally."""
         usable = [l for l, c in self.label_counts.items() if c >= self.cfg.n_anchor]
+        if not usable:
+            raise ValueError(f"no label has the {self.cfg.n_anchor} database items an anchor needs "
+                             f"(privacy.n_anchor); counts: {self.label_counts}")
         anchors = np.stack([self.anchor(l) for l in usable])
         return usable[int(hamming(code.reshape(1, -1), anchors)[0].argmin())]
 

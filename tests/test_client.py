@@ -139,3 +139,15 @@ def test_tampered_weights_are_refused(served, tmp_path):
         assert not list((tmp_path / "fresh").glob("*/model.safetensors"))  # bad download not kept
     finally:
         recorder.tamper = False
+
+
+def test_semantic_mode_without_enough_anchor_items_is_a_clear_error():
+    from privacy.client import Protector
+    from retrieval.config import ModelConfig, PrivacyConfig
+    from retrieval.model import HashNet
+
+    model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32))
+    protector = Protector(model, PrivacyConfig(n_anchor=9), lambda label: np.zeros((0, 2), np.uint8),
+                          {"red": 5, "blue": 8})
+    with pytest.raises(ValueError, match=r"no label has the 9 database items an anchor needs.*'blue': 8"):
+        protector.protect(torch.rand(3, 32, 32), "semantic")
