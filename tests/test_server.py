@@ -283,6 +283,25 @@ def test_open_searcher_refuses_a_changed_set(tmp_path) -> None:
         open_searcher(cfg)
 
 
+def test_tampered_weights_are_refused_at_start_naming_the_file(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from hashveil.cli import main
+
+    cfg = build_tiny_service(tmp_path)
+    weights = tmp_path / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"model.safetensors has sha256 [0-9a-f]{64}, expected .*refusing"):
+        open_searcher(cfg)
+    (tmp_path / "config.toml").write_text(f"[model]\nbackbone = 'small_cnn'\nhash_bits = {BITS}\n"
+                                          f"image_size = 32\n[index]\ndb_url = '{cfg.db_url}'\n")
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "config.toml"), "--work-dir", str(tmp_path),
+                                       "serve", "--port", "0"])
+    assert result.exit_code == 1 and f"{weights} has sha256" in result.output
+
+
 def test_manifest_round_trip_and_bad_files(tmp_path) -> None:
     m = Manifest("a" * 64, 32, "index.faiss", "hash", "b" * 64, 3, "c" * 64, "sqlite://", "/data",
                  "tiny", "2024-01-01T00:00:00+00:00")
