@@ -35,7 +35,7 @@ def _build(kind: str, bits: int, n: int = 400, seed: int = 0):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("bits", [16, 32, 64])
+@pytest.mark.parametrize("bits", [16, 24, 32, 48, 64])
 def test_range_search_equals_brute_force_for_every_radius(kind: str, bits: int) -> None:
     index, db, ids, queries = _build(kind, bits)
     assert index.ntotal == len(db) and index.hash_bits == bits and index.kind == kind
@@ -109,13 +109,36 @@ def test_save_load_round_trip(kind: str, tmp_path) -> None:
         assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
 
 
+@pytest.mark.parametrize("bits", [16, 24, 48])
+def test_flat_codes_are_stored_padded_and_round_trip_with_their_width(bits: int, tmp_path) -> None:
+    import faiss
+
+    index, db, ids, queries = _build("flat", bits, n=200, seed=3)
+    assert index._index.d == (64 if bits == 48 else 32)  # FAISS's fast 4- and 8-byte kernels
+    index.save(tmp_path / "i.faiss")
+    loaded = BinaryIndex.load(tmp_path / "i.faiss")
+    assert loaded.hash_bits == bits and loaded.ntotal == 200
+    for q, (got_ids, got_d) in zip(queries, loaded.range_search(queries, bits // 4)):
+        want_ids, want_d = _brute(q, db, ids)
+        keep = want_d <= bits // 4
+        assert got_ids.tolist() == want_ids[keep].tolist() and got_d.tolist() == want_d[keep].tolist()
+    # a file from before the header: a plain FAISS index of unpadded codes still loads and answers
+    legacy = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
+    legacy.add_with_ids(db, ids)
+    (tmp_path / "legacy.faiss").write_bytes(faiss.serialize_index_binary(legacy).tobytes())
+    old = BinaryIndex.load(tmp_path / "legacy.faiss")
+    assert old.hash_bits == bits
+    assert [a.tolist() for a, _ in old.range_search(queries, 3)] == \
+        [a.tolist() for a, _ in loaded.range_search(queries, 3)]
+
+
 def test_load_refuses_corrupt_and_truncated_files(tmp_path) -> None:
     index, *_ = _build("flat", 32, n=50)
     good = tmp_path / "good.faiss"
     index.save(good)
     data = good.read_bytes()
     cases = {"garbage.faiss": b"not an index at all", "half.faiss": data[: len(data) // 2],
-             "empty.faiss": b""}
+             "empty.faiss": b"", "header.faiss": data[:30]}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=name):
