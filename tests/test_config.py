@@ -55,3 +55,22 @@ def test_config_toml_states_every_default():
             x, y = getattr(a, f.name), getattr(b, f.name)
             same = x == pytest.approx(y, rel=1e-9) if isinstance(x, float) else x == y
             assert same, f"{section.name}.{f.name}: config.toml {x!r}, built-in {y!r}"
+
+
+def test_readme_documents_every_config_key():
+    """README.md's configuration table names every key of config.toml (as `section.key` or in a
+    `section.a` / `b` group)."""
+    import re
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):]
+    table = table[: table.index("\n## ", 1)]
+    documented = set()
+    for cell in re.findall(r"^\| (`[^|]+`) \|", table, flags=re.M):
+        names = re.findall(r"`([a-z_.]+)`", cell)
+        section = names[0].split(".")[0]
+        documented |= {n if "." in n else f"{section}.{n}" for n in names}
+    raw = tomllib.loads((ROOT / "config.toml").read_text())
+    keys = {f"{section}.{key}" for section, values in raw.items() for key in values}
+    assert keys - documented == set()
