@@ -1,0 +1,51 @@
+"""The `hashveil` command group and what every subcommand shares: config loading and error messages."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from retrieval.config import Config, load_config, override
+
+
+
+def config_of(ctx: click.Context, **sections: dict) -> Config:
+    """The group's config with a subcommand's flags laid over it (None = not given); bad values are usage errors."""
+    cfg = ctx.obj["config"]
+    try:
+        return override(cfg, **sections)
+    except (ValueError, TypeError) as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.group()
+@click.option("--config", "config_path", default="config.toml", show_default=True,
+              type=click.Path(dir_okay=False), help="configuration file")
+@click.option("--work-dir", type=click.Path(file_okay=False), help="override paths.work_dir")
+@click.option("--device", help="override model.device: auto | cpu | cuda | cuda:N (every command)")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.pass_context
+def main(ctx: click.Context, config_path: str, work_dir: str | None, device: str | None, verbose: bool) -> None:
+    """hashveil: image hash retrieval with a privacy layer on the user's side."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(config_path)
+        cfg = override(cfg, paths={"work_dir": work_dir}, model={"device": device})
+    except (OSError, ValueError, TypeError) as e:
+        raise click.ClickException(str(e)) from None
+    ctx.obj = {"config": cfg}
+
+
+def metrics_text(card) -> str:
+    """A model card's metrics on one line, e.g. "map@all 0.9098, map@all_untrained 0.2449"."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in card.metrics.items())
+
+
+def guard(fn, *args, **kw):
+    """Run a library call, turning the errors users can fix into a one-line message."""
+    try:
+        return fn(*args, **kw)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise click.ClickException(str(e)) from None

@@ -1,0 +1,182 @@
+"""The service provider's verbs: train, build-index, serve, prune-log, search, demo."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from hashveil.group import config_of, guard, main, metrics_text
+from retrieval.config import Config
+
+
+def model_options(f):
+    for opt in (
+        click.option("--backbone", help="model.backbone"),
+        click.option("--bits", "hash_bits", type=int, help="model.hash_bits"),
+        click.option("--image-size", type=int, help="model.image_size"),
+        click.option("--pretrained", help="model.pretrained: local torchvision state_dict"),
+        click.option("--dataset", help="data.dataset"),
+        click.option("--data-dir", help="data.data_dir"),
+    ):
+        f = opt(f)
+    return f
+
+
+def _model_sections(backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None,
+                    data_dir=None, **_) -> dict:
+    return {"model": {"backbone": backbone, "hash_bits": hash_bits, "image_size": image_size,
+                      "pretrained": pretrained},
+            "data": {"dataset": dataset, "data_dir": data_dir}, "train": {}}
+
+
+@main.command()
+@model_options
+@click.option("--epochs", type=int, help="train.epochs")
+@click.pass_context
+def train(ctx: click.Context, epochs: int | None, **kw) -> None:
+    """Train the DPSH hashing model and print its MAP on the query split."""
+    from index_builder.dpsh import train as run_train
+
+    sections = _model_sections(**kw)
+    sections["train"]["epochs"] = epochs
+    cfg = config_of(ctx, **sections)
+    result = guard(run_train, cfg)
+    click.echo(f"trained {cfg.model.backbone} {cfg.model.hash_bits} bits: {metrics_text(result.card)}")
+
+
+@main.command("build-index")
+@model_options
+@click.option("--kind", help="index.kind: flat | hash | multihash")
+@click.option("--db-url", help="index.db_url (SQLAlchemy URL)")
+@click.option("--no-cache", is_flag=True, help="hash every image through the whole model")
+@click.option("--shard", help="hash only shard I of N (e.g. 2/4) into work_dir/index/shards")
+@click.option("--merge", is_flag=True, help="merge the shard files into the index and store")
+@click.pass_context
+def build_index(ctx: click.Context, kind: str | None, db_url: str | None, no_cache: bool,
+                shard: str | None, merge: bool, **kw) -> None:
+    """Hash the database split into the FAISS index and the metadata store.
+
+    With --shard I/N, hash one contiguous id range only (resumable; on any machine), then
+    --merge the shard files. A plain run merges by itself when a complete shard set is there.
+    """
+    from index_builder import shards
+    from index_builder.build import build_index as run_build
+
+    if shard is not None and merge:
+        raise click.BadParameter("--shard and --merge exclude each other")
+    sections = _model_sections(**kw)
+    sections["index"] = {"kind": kind, "db_url": db_url}
+    cfg = config_of(ctx, **sections)
+    if shard is not None:
+        index, count = guard(shards.parse_shard, shard)
+        done = guard(shards.build_shard, cfg, index, count, use_cache=not no_cache)
+        verb = "already complete, skipped" if done.skipped else f"hashed in {done.hash_seconds:.1f} s"
+        click.echo(f"shard {index}/{count}: {done.images} images {verb} -> {done.path}")
+        return
+    if merge or shards.shards_complete(cfg):
+        result = guard(shards.merge_shards, cfg)
+        click.echo(f"merged the shards in {shards.shard_dir(cfg)}")
+    else:
+        result = guard(run_build, cfg, use_cache=not no_cache)
+    click.echo(f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
+               f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}")
+
+
+@main.command()
+@click.option("--host", help="server.host")
+@click.option("--port", type=int, help="server.port")
+@click.option("--threads", type=int, default=8, show_default=True, help="waitress worker threads")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
+    """Run the search server (waitress) on the built index."""
+    cfg = config_of(ctx, server={"host": host, "port": port})
+    _serve(cfg, threads)
+
+
+def _serve(cfg: Config, threads: int = 8) -> None:
+    import faiss
+    import waitress
+
+    from retrieval.server import create_app
+
+    from webui import mount_service_pages
+
+    app = guard(create_app, cfg)
+    mount_service_pages(app)
+    faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
+    click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
+    waitress.serve(app, host=cfg.server.host, port=cfg.server.port, threads=threads,
+                   max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536)
+
+
+@main.command("prune-log")
+@click.option("--days", type=int, help="server.log_retention_days (0 deletes every row)")
+@click.pass_context
+def prune_log(ctx: click.Context, days: int | None) -> None:
+    """Delete query-log rows older than the retention period (the server also does this hourly)."""
+    from retrieval.querylog import QueryLog
+    from retrieval.store import Store
+
+    cfg = config_of(ctx, server={"log_retention_days": days})
+    gone = guard(QueryLog(Store(cfg.db_url), cfg.server.log_retention_days).prune)
+    click.echo(f"deleted {gone} query-log rows older than {cfg.server.log_retention_days} days from {cfg.db_url}")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--radius", type=int, help="Hamming threshold, inclusive (default server.radius)")
+@click.option("--k", type=int, help="keep at most k nearest results")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_context
+def search(ctx: click.Context, images: tuple[str, ...], radius: int | None, k: int | None,
+           as_json: bool) -> None:
+    """Search the local index with image files (no server needed)."""
+    from retrieval.codes import to_hex
+    from retrieval.imaging import load_image, to_tensor
+    from retrieval.search import open_searcher
+
+    cfg = config_of(ctx)
+    searcher = guard(open_searcher, cfg)
+    radius = cfg.server.radius if radius is None else radius
+    out = []
+    for path in images:
+        x = guard(lambda p: to_tensor(load_image(p)), path).unsqueeze(0)
+        codes, hits = guard(searcher.search_images, x, radius, k)
+        out.append({"image": path, "code": to_hex(codes[0]), "count": len(hits[0]),
+                    "results": [{"id": h.id, "distance": h.distance, "labels": list(h.labels)}
+                                for h in hits[0]]})
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for item in out:
+        click.echo(f"{item['image']}: code {item['code']}, {item['count']} results within radius {radius}")
+        for r in item["results"][:20]:
+            click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
+
+
+@main.command()
+@click.option("--port", type=int, help="server.port")
+@click.option("--no-serve", is_flag=True, help="stop after training and indexing")
+@click.pass_context
+def demo(ctx: click.Context, port: int | None, no_serve: bool) -> None:
+    """Train (unless a matching checkpoint exists), build the index (unless current), serve."""
+    from index_builder.build import build_index as run_build, index_is_current
+    from index_builder.dpsh import checkpoint_matches, train as run_train
+
+    cfg = config_of(ctx, server={"port": port})
+    t0 = time.perf_counter()
+    if checkpoint_matches(cfg):
+        click.echo(f"reusing the trained model in {cfg.work_dir / 'model'}")
+    else:
+        result = guard(run_train, cfg)
+        click.echo(f"trained: {metrics_text(result.card)}")
+    if index_is_current(cfg):
+        click.echo(f"reusing the index in {cfg.work_dir / 'index'}")
+    else:
+        built = guard(run_build, cfg)
+        click.echo(f"indexed {built.images} images")
+    click.echo(f"ready in {time.perf_counter() - t0:.0f} s")
+    if not no_serve:
+        _serve(cfg)
