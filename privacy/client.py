@@ -171,8 +171,9 @@ class Protector:
         return usable[int(hamming(code.reshape(1, -1), anchors)[0].argmin())]
 
     def protect(self, image: torch.Tensor, mode: str = "semantic", *, target_label: str | None = None,
-                private: torch.Tensor | None = None) -> Protected:
-        """Protect one image (3, H, W) in [0, 1].
+                private: torch.Tensor | None = None,
+                on_step: Callable[[int, int], None] | None = None) -> Protected:
+        """Protect one image (3, H, W) in [0, 1]; ``on_step(k, distance)`` follows the progress.
 
         semantic: push toward the anchor of another label (``target_label`` or a random one);
         untargeted: push toward the complement of its own code; carrier: push ``image`` (the
@@ -195,7 +196,8 @@ class Protector:
             if private is None:
                 raise ValueError("carrier mode needs the private image whose results to retrieve")
             target = carrier_target(self.model, private)[0]
-        result = self.attack(x, target.reshape(1, -1))
+        report = None if on_step is None else (lambda k, dist: on_step(k, int(dist[0])))
+        result = self.attack(x, target.reshape(1, -1), on_step=report)
         return Protected(
             image=result.images[0].cpu(), code=result.codes[0], target_code=target, target_label=label,
             iterations=int(result.iterations[0]),

@@ -218,6 +218,16 @@ def test_each_image_stops_when_it_reaches_its_target(model: HashNet) -> None:
         assert result.trace[it:, i].tolist() == [0.0] * (21 - it)  # zero from then on
 
 
+def test_on_step_sees_each_trace_row_as_it_is_made(model: HashNet) -> None:
+    x = grid_images(4, seed=6)
+    targets = np.bitwise_not(model.encode(x))
+    seen: list[tuple[int, list[float]]] = []
+    result = RNM(model, steps=6)(x, targets, on_step=lambda k, d: seen.append((k, d.tolist())))
+    assert [k for k, _ in seen] == list(range(6))  # far targets: no image stops early
+    for k, dist in seen:
+        assert dist == result.trace[k].tolist()
+
+
 def test_off_grid_input_is_quantised_within_the_budget(model: HashNet) -> None:
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
     result = RNM(model, eps=2 / 255, steps=3, variant="proximal")(x, random_codes(3))

@@ -306,6 +306,8 @@ def test_client_modes_and_bad_input_over_http(sites, tiny_data):
     own = bytes.fromhex(result["original_code"])
     assert bytes.fromhex(result["target_code"]) == bytes(b ^ 0xFF for b in own)
     assert len(result["trace"]) == result["iterations"] + 1 and result["trace"][-1] == result["distance"]
+    live = _finished(client + r.json()["status_url"])["trace"]  # what the page drew while it ran
+    assert len(live) >= len(result["trace"]) - 1 and live == result["trace"][:len(live)]
 
     received = recorder.requests[before:]
     assert all(path != "/api/search" for path, _ in received)

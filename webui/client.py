@@ -90,7 +90,8 @@ class ClientState:
         privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
         protector = Protector(model, privacy, self.anchors, counts)
         job.phase = "protecting on this machine"
-        p = protector.protect(job.original, job.mode, target_label=job.target_label, private=job.private)
+        p = protector.protect(job.original, job.mode, target_label=job.target_label, private=job.private,
+                              on_step=lambda k, d: job.trace.append(d))
         job.phase = "preparing the images"
         original_code = model.encode(job.original.unsqueeze(0))[0]
         perturbation, gain = perturbation_png(job.original, p.image)
@@ -209,7 +210,8 @@ def status(job_id: str) -> Response:
     job = _job(job_id)
     body: dict[str, Any] = {"id": job.id, "state": job.state, "phase": job.phase, "mode": job.mode,
                             "strength": job.strength, "requested_target": job.target_label,
-                            "elapsed_s": round(job.elapsed_s, 2), "error": job.error, "search": job.search}
+                            "elapsed_s": round(job.elapsed_s, 2), "error": job.error, "search": job.search,
+                            "trace": list(job.trace)}
     if job.state == "done":
         body["result"] = job.facts
         body["images"] = {kind: url_for("client.image", job_id=job.id, kind=kind) for kind in job.pngs}

@@ -45,6 +45,7 @@ class Job:
     pngs: dict[str, bytes] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)  # what the page shows besides the images
     search: dict[str, Any] | None = None  # the server's answer to the protected image
+    trace: list[int] = field(default_factory=list)  # Hamming distance to the target so far, live
 
     @property
     def elapsed_s(self) -> float:

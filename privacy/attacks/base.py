@@ -17,6 +17,7 @@ bound always holds (up to float rounding, < 1e-6).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,6 +139,7 @@ class Attack:
             raise ValueError(f"step_rule must be one of {STEP_RULES}; got {step_rule!r}")
         self.early_stop, self.margin, self.quantize = early_stop, float(margin), quantize
         self.step_rule = step_rule
+        self._on_step: Callable[[int, torch.Tensor], None] | None = None
 
     def loss(self, c: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
         """Per-image loss to minimise. Shape: C (m, K), targets {-1, +1} (m, K) -> (m,)."""
@@ -146,16 +148,21 @@ class Attack:
     def _project(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         return quantise(x, lo, hi) if self.quantize else x.clamp(lo, hi)
 
-    def __call__(self, images: torch.Tensor, target_codes: np.ndarray) -> Result:
+    def __call__(self, images: torch.Tensor, target_codes: np.ndarray, *,
+                 on_step: Callable[[int, torch.Tensor], None] | None = None) -> Result:
+        """Run the attack. ``on_step(k, distances)``, if given, sees the Hamming distance of every
+        image to its target before step k (shape (n,)), e.g. to draw a live convergence curve."""
         x0 = check_images(images)
         targets = check_targets(target_codes, x0.shape[0], self.model.hash_bits)
         was_training = self.model.training
         self.model.eval()
+        self._on_step = on_step
         try:
             with torch.inference_mode(False), torch.enable_grad():
                 return self._run(x0.clone(), targets)
         finally:
             self.model.train(was_training)
+            self._on_step = None
 
     def _run(self, x0: torch.Tensor, targets: np.ndarray) -> Result:
         n = x0.shape[0]
@@ -171,6 +178,8 @@ class Attack:
             c = self.model(xq)
             dist[active] = bit_errors(c.detach(), t[active])
             trace[k] = dist
+            if self._on_step is not None:
+                self._on_step(k, dist.detach().cpu())
             keep = torch.ones(active.numel(), dtype=torch.bool, device=x0.device)
             if self.early_stop:
                 keep = ~is_done(c.detach(), t[active], self.margin)

@@ -38,6 +38,10 @@
       for (;;) {
         status = await hashveil.fetchJSON(started.status_url);
         $("progress-text").textContent = "Running: " + status.phase + " (" + status.elapsed_s.toFixed(1) + " s)";
+        if (status.trace.length > 0) {  // the convergence curve, live
+          drawCurve($("live-curve"), status.trace);
+          $("live-curve").hidden = false;
+        }
         if (status.state === "done" || status.state === "failed") break;
         await sleep(POLL_MS);
       }
@@ -48,6 +52,7 @@
       hashveil.showError(errorBox, "The protection failed: " + e.message);
     } finally {
       $("progress").hidden = true;
+      $("live-curve").hidden = true;
       button.disabled = false;
     }
   });
@@ -89,7 +94,7 @@
       if (text !== undefined) e.textContent = text;
       return e;
     };
-    const svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", id: "curve-svg",
+    const svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", id: box.id + "-svg",
       "aria-label": "Hamming distance to the target fell from " + trace[0] + " to " + trace[trace.length - 1] +
         " in " + (trace.length - 1) + " iterations" });
     svg.append(el("line", { x1: L, y1: y(0), x2: W - R, y2: y(0), stroke: "#888" }));
