@@ -48,7 +48,70 @@ _FLAT_STORED_BITS = {16: 32, 24: 32, 48: 64}  # code bits -> bits a flat index s
 _MAGIC = b"hashveil-binary-index 1\n"  # file header: then the code bits (uint16 LE), then FAISS's bytes
 
 
-class BinaryIndex:
+class HammingSearch:
+    """The public search contract of every backend, on two primitives a backend supplies.
+
+    ``_range(codes, radius)``: exact inclusive range search on validated codes, each list sorted
+    by (distance, id); ``_kth_distances(codes, k)``: each query's k-th nearest distance. k-NN is
+    an exact range search at that distance cut to k, so ties go to smaller ids on every backend.
+    Subclasses set ``hash_bits`` and provide ``ntotal``.
+    """
+
+    hash_bits: int
+
+    @property
+    def ntotal(self) -> int:
+        raise NotImplementedError
+
+    def range_search(self, codes: np.ndarray, radius: int) -> Results:
+        """Items within Hamming distance ``radius`` (inclusive) of each query, nearest first."""
+        codes = self._check_codes(codes)
+        radius = self._check_radius(radius)
+        return self._range(codes, radius)
+
+    def knn(self, codes: np.ndarray, k: int) -> Results:
+        """The min(k, ntotal) nearest items of each query, ties broken by smaller id."""
+        codes = self._check_codes(codes)
+        _check_int("k", k, 1, 2**31 - 1)
+        k = min(int(k), self.ntotal)
+        if k == 0:
+            empty = (np.empty(0, np.int64), np.empty(0, np.int64))
+            return [empty for _ in range(codes.shape[0])]
+        kth = self._kth_distances(codes, k)
+        out: Results = [None] * codes.shape[0]  # type: ignore[list-item]
+        for r in np.unique(kth):  # one exact range search per distinct k-th distance
+            rows = np.flatnonzero(kth == r)
+            for row, (ids, dist) in zip(rows, self._range(codes[rows], int(r))):
+                out[row] = (ids[:k], dist[:k])
+        return out
+
+    def search(self, codes: np.ndarray, radius: int, k: int | None = None) -> Results:
+        """Inclusive-radius results, cut to the k nearest (ties by id) when k is given."""
+        results = self.range_search(codes, radius)
+        if k is None:
+            return results
+        _check_int("k", k, 1, 2**31 - 1)
+        return [(ids[:k], dist[:k]) for ids, dist in results]
+
+    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
+        codes = as_codes(codes)
+        if codes.shape[1] * 8 != self.hash_bits:
+            raise ValueError(f"codes must have {self.hash_bits // 8} bytes per row for "
+                             f"{self.hash_bits}-bit codes; got shape {codes.shape}")
+        return codes
+
+    def _check_radius(self, radius: int) -> int:
+        _check_int("radius", radius, 0, self.hash_bits)
+        return int(radius)
+
+    def _range(self, codes: np.ndarray, radius: int) -> Results:
+        raise NotImplementedError
+
+    def _kth_distances(self, codes: np.ndarray, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class BinaryIndex(HammingSearch):
     """Packed (n, K/8) uint8 codes with int64 ids; exact range and k-NN search."""
 
     def __init__(self, index: faiss.IndexBinaryIDMap2, hash_bits: int | None = None) -> None:
@@ -117,36 +180,6 @@ class BinaryIndex:
             raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
         with self._lock:
             self._index.add_with_ids(self._stored(codes), ids)
-
-    def range_search(self, codes: np.ndarray, radius: int) -> Results:
-        """Items within Hamming distance ``radius`` (inclusive) of each query, nearest first."""
-        codes = self._check_codes(codes)
-        radius = self._check_radius(radius)
-        return self._range(codes, radius)
-
-    def knn(self, codes: np.ndarray, k: int) -> Results:
-        """The min(k, ntotal) nearest items of each query, ties broken by smaller id."""
-        codes = self._check_codes(codes)
-        _check_int("k", k, 1, 2**31 - 1)
-        k = min(int(k), self.ntotal)
-        if k == 0:
-            empty = (np.empty(0, np.int64), np.empty(0, np.int64))
-            return [empty for _ in range(codes.shape[0])]
-        kth = self._kth_distances(codes, k)
-        out: Results = [None] * codes.shape[0]  # type: ignore[list-item]
-        for r in np.unique(kth):  # one exact range search per distinct k-th distance
-            rows = np.flatnonzero(kth == r)
-            for row, (ids, dist) in zip(rows, self._range(codes[rows], int(r))):
-                out[row] = (ids[:k], dist[:k])
-        return out
-
-    def search(self, codes: np.ndarray, radius: int, k: int | None = None) -> Results:
-        """Inclusive-radius results, cut to the k nearest (ties by id) when k is given."""
-        results = self.range_search(codes, radius)
-        if k is None:
-            return results
-        _check_int("k", k, 1, 2**31 - 1)
-        return [(ids[:k], dist[:k]) for ids, dist in results]
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same folder, then os.replace."""
@@ -256,13 +289,6 @@ class BinaryIndex:
                 radius = min(self.hash_bits, max(1, 2 * radius))
         return kth
 
-    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
-        codes = as_codes(codes)
-        if codes.shape[1] * 8 != self.hash_bits:
-            raise ValueError(f"codes must have {self.hash_bits // 8} bytes per row for "
-                             f"{self.hash_bits}-bit codes; got shape {codes.shape}")
-        return codes
-
     def _stored(self, codes: np.ndarray) -> np.ndarray:
         """Validated codes as the FAISS index stores them: zero-padded to its width (flat), with
         spare bytes after the buffer's end (hash kinds read keys as 8-byte words)."""
@@ -272,9 +298,6 @@ class BinaryIndex:
         rows[:, :width] = codes
         return rows
 
-    def _check_radius(self, radius: int) -> int:
-        _check_int("radius", radius, 0, self.hash_bits)
-        return int(radius)
 
 
 def _stored_bits(hash_bits: int, kind: str) -> int:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.codes import as_codes, check_bits
-from retrieval.index import Results, _check_int
+from retrieval.codes import check_bits
+from retrieval.index import HammingSearch, Results
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _ID, _CODE = "id", "code"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
-class MilvusIndex:
+class MilvusIndex(HammingSearch):
     """Packed (n, K/8) uint8 codes with int64 ids in one Milvus collection; exact search."""
 
     kind = "flat"  # BIN_FLAT: the only exact Milvus index for binary vectors
@@ -135,36 +135,6 @@ class MilvusIndex:
         self._bounds = None
         log.info("added %d codes to Milvus collection %s", len(ids), self.collection)
 
-    def range_search(self, codes: np.ndarray, radius: int) -> Results:
-        """Items within Hamming distance ``radius`` (inclusive) of each query, nearest first."""
-        codes = self._check_codes(codes)
-        _check_int("radius", radius, 0, self.hash_bits)
-        return self._range(codes, int(radius))
-
-    def knn(self, codes: np.ndarray, k: int) -> Results:
-        """The min(k, ntotal) nearest items of each query, ties broken by smaller id."""
-        codes = self._check_codes(codes)
-        _check_int("k", k, 1, 2**31 - 1)
-        k = min(int(k), self.ntotal)
-        if k == 0:
-            empty = (np.empty(0, np.int64), np.empty(0, np.int64))
-            return [empty for _ in range(codes.shape[0])]
-        kth = self._kth_distances(codes, k)
-        out: Results = [None] * codes.shape[0]  # type: ignore[list-item]
-        for r in np.unique(kth):  # one exact range search per distinct k-th distance
-            rows = np.flatnonzero(kth == r)
-            for row, (ids, dist) in zip(rows, self._range(codes[rows], int(r))):
-                out[row] = (ids[:k], dist[:k])
-        return out
-
-    def search(self, codes: np.ndarray, radius: int, k: int | None = None) -> Results:
-        """Inclusive-radius results, cut to the k nearest (ties by id) when k is given."""
-        results = self.range_search(codes, radius)
-        if k is None:
-            return results
-        _check_int("k", k, 1, 2**31 - 1)
-        return [(ids[:k], dist[:k]) for ids, dist in results]
-
     def close(self) -> None:
         """Release the connection (and, for Milvus Lite, the file)."""
         self._client.close()
@@ -252,12 +222,6 @@ class MilvusIndex:
         order = np.argsort(ids_arr, kind="stable")
         return ids_arr[order], (codes_arr[order] if with_codes else codes_arr)
 
-    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
-        codes = as_codes(codes)
-        if codes.shape[1] * 8 != self.hash_bits:
-            raise ValueError(f"codes must have {self.hash_bits // 8} bytes per row for "
-                             f"{self.hash_bits}-bit codes; got shape {codes.shape}")
-        return codes
 
 
 def resolve_uri(uri: str, work_dir: Path) -> str:
