@@ -54,7 +54,7 @@ class HammingSearch:
     ``_range(codes, radius)``: exact inclusive range search on validated codes, each list sorted
     by (distance, id); ``_kth_distances(codes, k)``: each query's k-th nearest distance. k-NN is
     an exact range search at that distance cut to k, so ties go to smaller ids on every backend.
-    Subclasses set ``hash_bits`` and provide ``ntotal``.
+    Subclasses set ``hash_bits`` and provide ``ntotal`` and ``ids()``.
     """
 
     hash_bits: int
@@ -92,6 +92,24 @@ class HammingSearch:
             return results
         _check_int("k", k, 1, 2**31 - 1)
         return [(ids[:k], dist[:k]) for ids, dist in results]
+
+    def ids(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_new(self, codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validated codes and int64 ids for add(): one new, unique id per code."""
+        codes = self._check_codes(codes)
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] != codes.shape[0] or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a 1-D integer array of length {codes.shape[0]}; "
+                             f"got dtype {ids.dtype}, shape {ids.shape}")
+        ids = ids.astype(np.int64)
+        if np.unique(ids).size != ids.size:
+            raise ValueError("ids must be unique; got duplicates")
+        clash = np.intersect1d(ids, self.ids())
+        if clash.size:
+            raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
+        return codes, ids
 
     def _check_codes(self, codes: np.ndarray) -> np.ndarray:
         codes = as_codes(codes)
@@ -167,17 +185,7 @@ class BinaryIndex(HammingSearch):
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         """Add codes under the given ids; ids must be new and unique."""
-        codes = self._check_codes(codes)
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] != codes.shape[0] or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be a 1-D integer array of length {codes.shape[0]}; "
-                             f"got dtype {ids.dtype}, shape {ids.shape}")
-        ids = ids.astype(np.int64)
-        if np.unique(ids).size != ids.size:
-            raise ValueError("ids must be unique; got duplicates")
-        clash = np.intersect1d(ids, self.ids())
-        if clash.size:
-            raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
+        codes, ids = self._check_new(codes, ids)
         with self._lock:
             self._index.add_with_ids(self._stored(codes), ids)
 

@@ -116,17 +116,7 @@ class MilvusIndex(HammingSearch):
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         """Add codes under the given ids; ids must be new and unique (Milvus would keep both)."""
-        codes = self._check_codes(codes)
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] != codes.shape[0] or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be a 1-D integer array of length {codes.shape[0]}; "
-                             f"got dtype {ids.dtype}, shape {ids.shape}")
-        ids = ids.astype(np.int64)
-        if np.unique(ids).size != ids.size:
-            raise ValueError("ids must be unique; got duplicates")
-        clash = np.intersect1d(ids, self.ids())
-        if clash.size:
-            raise ValueError(f"ids already in the index: {clash[:5].tolist()}")
+        codes, ids = self._check_new(codes, ids)
         for start in range(0, len(ids), _INSERT_BATCH):
             stop = start + _INSERT_BATCH
             self._client.insert(self.collection, [
