@@ -50,6 +50,36 @@ def tiny_config(work_dir: Path, data_dir: Path) -> Config:
     )
 
 
+def write_config(path: Path, work: Path, data: Path, port: int = 0) -> Path:
+    """The tiny config as a TOML file, for tests that drive the `hashveil` command."""
+    path.write_text(f"""
+[paths]
+work_dir = "{work}"
+[model]
+backbone = "small_cnn"
+hash_bits = 16
+image_size = 32
+freeze_backbone = false
+[data]
+dataset = "folder"
+data_dir = "{data}"
+num_query = 40
+num_train = 160
+num_database = 0
+[train]
+epochs = 15
+batch_size = 32
+lr = 0.003
+eta = 0.01
+[index]
+workers = 0
+[server]
+port = {port}
+radius = 3
+""")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("data"))

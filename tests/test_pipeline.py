@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import write_config
 from retrieval.codes import hamming, parse
 from retrieval.imaging import load_image, to_png, to_tensor
 from retrieval.model import load_checkpoint
@@ -24,35 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_config(path: Path, work: Path, data: Path, port: int) -> Path:
-    path.write_text(f"""
-[paths]
-work_dir = "{work}"
-[model]
-backbone = "small_cnn"
-hash_bits = 16
-image_size = 32
-freeze_backbone = false
-[data]
-dataset = "folder"
-data_dir = "{data}"
-num_query = 40
-num_train = 160
-num_database = 0
-[train]
-epochs = 15
-batch_size = 32
-lr = 0.003
-eta = 0.01
-[index]
-workers = 0
-[server]
-port = {port}
-radius = 3
-""")
-    return path
 
 
 def hashveil(cfg: Path, *args: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import save_untrained_model
+from conftest import save_untrained_model, write_config
 from hashveil.cli import main
 from index_builder import shards
 from index_builder.build import build_index
@@ -135,23 +135,7 @@ def test_merge_refuses_ids_covered_twice(untrained_cfg) -> None:
 def test_cli_shards_then_plain_run_merges(untrained_cfg, tmp_path) -> None:
     cfg = untrained_cfg
     toml = tmp_path / "config.toml"
-    toml.write_text(f"""
-[paths]
-work_dir = "{cfg.work_dir}"
-[model]
-backbone = "small_cnn"
-hash_bits = 16
-image_size = 32
-freeze_backbone = false
-[data]
-dataset = "folder"
-data_dir = "{cfg.data.data_dir}"
-num_query = 40
-num_train = 160
-num_database = 0
-[index]
-workers = 0
-""")
+    write_config(toml, cfg.work_dir, Path(cfg.data.data_dir))
     run = CliRunner()
     out = run.invoke(main, ["--config", str(toml), "build-index", "--shard", "1/2"])
     assert out.exit_code == 0, out.output
