@@ -10,7 +10,11 @@ STAMP := $(VENV)/.hashveil-installed
 demo: deps
 	$(VENV)/bin/hashveil demo
 
+# one code format, one-way imports (pyproject.toml's contracts), then the tests
 test: test-deps
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 deps: $(STAMP)

@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 from waitress.server import create_server
 
-from index_builder.datasets import make_splits, open_dataset
-from privacy.audit import audit_log
+from index_builder.datasets import open_dataset
+
+from index_builder.splits import make_splits
+from audit.replay import audit_log
 from privacy.client import connect, query
-from retrieval.config import load_config
-from retrieval.imaging import load_image, to_tensor
-from retrieval.search import open_searcher
-from retrieval.server import create_app
+from retrieval.core.config import load_config
+from retrieval.core.imaging import load_image, to_tensor
+from retrieval.service.search import open_searcher
+from retrieval.service.server import create_app
 
 
 def main() -> None:

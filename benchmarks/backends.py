@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.index import BinaryIndex
+from retrieval.service.index import BinaryIndex
 
 
 def timed(index, queries: np.ndarray, radius: int) -> tuple[np.ndarray, list]:
@@ -34,7 +34,7 @@ def same(a: list, b: list) -> bool:
 
 def make_backend(name: str, bits: int, folder: Path):
     if name == "milvus-lite":
-        from retrieval.milvus_index import MilvusIndex
+        from retrieval.service.milvus_index import MilvusIndex
 
         return MilvusIndex.create(str(folder / "bench.db"), "bench", bits, replace=True)
     return BinaryIndex.create(bits, name.removeprefix("faiss-"))

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from hostile import bad_inputs, live_server, markdown_table, run_bad_inputs  # noqa: E402
-from retrieval.codes import to_hex  # noqa: E402
-from retrieval.config import override  # noqa: E402
-from retrieval.server import create_app  # noqa: E402
-from retrieval.store import Store  # noqa: E402
-from test_server import BITS, LABELS, build_tiny_service  # noqa: E402
+from testkit.hostile import bad_inputs, markdown_table, run_bad_inputs
+from testkit.servers import live_server
+from retrieval.core.codes import to_hex
+from retrieval.core.config import override
+from retrieval.service.server import create_app
+from retrieval.service.store import Store
+from testkit.service import BITS, LABELS, build_tiny_service
 
 TOKEN = "bad-inputs-benchmark"
 GOOD_ID = 1000

@@ -14,10 +14,14 @@ import time
 
 import torch
 
-from index_builder.datasets import ImageDataset, make_splits, open_dataset
+from index_builder.datasets import open_dataset
+
+from index_builder.imagelist import ImageDataset
+
+from index_builder.splits import make_splits
 from index_builder.features import encode_images
-from retrieval.config import load_config
-from retrieval.model import load_checkpoint
+from retrieval.core.config import load_config
+from retrieval.core.model import load_checkpoint
 
 
 def main() -> None:

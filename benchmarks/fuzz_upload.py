@@ -2,7 +2,7 @@
 
 Hypothesis draws arbitrary bytes, valid seeds (PNG in RGB, palette, RGBA and 16-bit, JPEG in RGB
 and CMYK and with an EXIF rotation, animated GIF, TIFF, WebP, BMP) and seeds with byte-level
-edits (see tests/hostile.py). Each one goes to ``decode_image`` (which may only return an RGB
+edits (see testkit/hostile.py). Each one goes to ``decode_image`` (which may only return an RGB
 image or raise ValueError) and, as a multipart upload, to the tests' tiny service through the
 Flask test client (which may only answer 2xx, or 4xx with a JSON error). Batches with fresh seeds
 run until --seconds have passed; then it prints the examples tried, the status histogram and
@@ -28,12 +28,10 @@ import torch
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from hostile import upload_bytes  # noqa: E402
-from retrieval.imaging import decode_image  # noqa: E402
-from retrieval.server import create_app  # noqa: E402
-from test_server import build_tiny_service  # noqa: E402
+from testkit.hostile import upload_bytes
+from retrieval.core.imaging import decode_image
+from retrieval.service.server import create_app
+from testkit.service import build_tiny_service
 
 BATCH = 200
 

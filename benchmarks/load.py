@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from PIL import Image
 
-from retrieval.codes import to_hex
-from retrieval.config import load_config
-from retrieval.index import BinaryIndex
-from retrieval.manifest import MANIFEST_FILE, read_manifest
-from retrieval.store import Store
+from retrieval.core.codes import to_hex
+from retrieval.core.config import load_config, override
+from retrieval.service.index import BinaryIndex
+from retrieval.service.manifest import MANIFEST_FILE, read_manifest
+from retrieval.service.store import Store
+from testkit.data import make_folder_dataset, tiny_config, write_config
+from testkit.servers import free_port, start_serve, stop
 
 MAX_CLIENTS = 256
 KINDS = ("image", "code")
@@ -44,54 +42,15 @@ class Outcome:
     error: str | None  # None for a 2xx answer
 
 
-def tiny_set(root: Path, n: int = 240) -> Path:
-    """Write n noisy single-colour images, train small_cnn for one epoch, build the index; returns the config."""
+def tiny_set(root: Path) -> Path:
+    """testkit's generated colour images, small_cnn trained for one epoch, the index built; its config file."""
     from index_builder.build import build_index
     from index_builder.dpsh import train
 
-    rng = np.random.default_rng(0)
-    palette, names = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)], ["red", "green", "blue", "yellow"]
-    (root / "data" / "img").mkdir(parents=True)
-    lines = ["path,labels"]
-    for i in range(n):
-        img = np.full((32, 32, 3), palette[i % 4], float) + rng.normal(0, 25, (32, 32, 3))
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "data" / f"img/{i:04d}.png")
-        lines.append(f"img/{i:04d}.png,{names[i % 4]}")
-    (root / "data" / "labels.csv").write_text("\n".join(lines) + "\n")
-    path = root / "config.toml"
-    path.write_text(f'[paths]\nwork_dir = "{root / "work"}"\n'
-                    '[model]\nbackbone = "small_cnn"\nhash_bits = 16\nimage_size = 32\nfreeze_backbone = false\n'
-                    f'[data]\ndataset = "folder"\ndata_dir = "{root / "data"}"\nnum_query = 40\nnum_train = 160\n'
-                    'num_database = 0\n[train]\nepochs = 1\nbatch_size = 32\nlr = 0.003\n[index]\nworkers = 0\n')
-    cfg = load_config(path)
+    cfg = override(tiny_config(root / "work", make_folder_dataset(root / "data")), train={"epochs": 1})
     train(cfg)
     build_index(cfg)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(config: Path, port: int, threads: int, log_path: Path) -> subprocess.Popen:
-    """`hashveil serve` in a child process; returns once /api/health answers."""
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "hashveil", "--config", str(config), "serve",
-                                 "--port", str(port), "--threads", str(threads)],
-                                stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"server did not answer /api/health within 120 s; log in {log_path}")
+    return write_config(root / "config.toml", cfg)
 
 
 def sample_uploads(store: Store, image_root: Path, ids: list[int], n: int = 64) -> list[bytes]:
@@ -172,15 +131,14 @@ def main() -> None:
         ids = BinaryIndex.load(manifest.index_path(cfg.work_dir / "index")).ids().tolist()
         uploads = sample_uploads(store, Path(manifest.image_root), ids)
         port = free_port()
-        server = start_server(config, port, args.threads, Path(tmp) / "server.log")
+        server = start_serve(config, port, "--threads", str(args.threads), log_path=Path(tmp) / "server.log")
         try:
             before = store.query_log_count()  # after the server's start-up prune
             out, wall = run_load(f"http://127.0.0.1:{port}/api/search", args.clients, args.duration,
                                  uploads, manifest.hash_bits, args.image_share)
             logged = store.query_log_count() - before
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop(server)
         report(out, wall, args.clients, logged, cfg.server.log_retention_days)
 
 

@@ -18,8 +18,8 @@ import torch
 
 from index_builder.dpsh import dpsh_loss
 from privacy.attacks import make_attack
-from retrieval.config import ModelConfig
-from retrieval.model import HashNet, resolve_device
+from retrieval.core.config import ModelConfig
+from retrieval.core.model import HashNet, resolve_device
 
 
 def timed(fn, device: str, repeats: int) -> float:

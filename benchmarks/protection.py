@@ -13,20 +13,23 @@ from __future__ import annotations
 import argparse
 import io
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from index_builder.datasets import make_splits, open_dataset
-from privacy.attacks import make_attack
+from index_builder.datasets import open_dataset
+
+from index_builder.splits import make_splits
+from privacy.attacks import from_config
 from privacy.metrics import psnr
 from privacy.targets import anchor_code, p2p_target, pick_target_label
-from retrieval.codes import hamming
-from retrieval.config import load_config
-from retrieval.imaging import decode_image, to_pil, to_tensor
-from retrieval.model import load_checkpoint
-from retrieval.store import Store
+from retrieval.core.codes import hamming
+from retrieval.core.config import load_config
+from retrieval.core.imaging import decode_image, to_pil, to_tensor
+from retrieval.core.model import load_checkpoint
+from retrieval.service.store import Store
 
 
 def targets(store: Store, own: list[tuple[str, ...]], n_anchor: int, seed: int):
@@ -97,17 +100,16 @@ def main() -> None:
     print(f"step rule {p.step_rule}, largest step {p.step_size * 255:.0f}/255 (rnm-margin-sign: sign steps of 1/255)")
     print(f"{'method':<16} {'target':<6} {'reached':>8} {'median it':>9} {'p95 it':>7} "
           f"{'s/img batch':>11} {'s/img single':>12} {'PSNR dB':>8}")
-    scaled = {"step_rule": p.step_rule, "step_size": p.step_size}
     sign = {"step_rule": "sign", "step_size": 1 / 255}
-    methods = [("rnm-proximal", "rnm", {"variant": "proximal", **scaled}, args.steps),
-               ("rnm-margin", "rnm", {"variant": "margin", **scaled}, args.steps),
-               ("rnm-margin-sign", "rnm", {"variant": "margin", **sign}, args.steps),
-               ("rnm-literal", "rnm", {"variant": "literal", **scaled}, args.steps),
-               ("tanh", "tanh", scaled, args.tanh_steps)]
+    methods = [("rnm-proximal", {"method": "rnm", "rnm_variant": "proximal", "steps": args.steps}),
+               ("rnm-margin", {"method": "rnm", "rnm_variant": "margin", "steps": args.steps}),
+               ("rnm-margin-sign", {"method": "rnm", "rnm_variant": "margin", "steps": args.steps, **sign}),
+               ("rnm-literal", {"method": "rnm", "rnm_variant": "literal", "steps": args.steps}),
+               ("tanh", {"method": "tanh", "steps": args.tanh_steps})]
     methods = [m for m in methods if not args.methods or m[0] in args.methods]
     default_images = None
-    for name, method, extra, steps in methods:
-        attack = make_attack(method, model, eps=p.eps, steps=steps, **extra)
+    for name, changes in methods:
+        attack = from_config(replace(p, **changes), model)
         for kind, t in (("P2S", p2s), ("P2P", p2p)):
             adv, codes, its, seconds = run(attack, x, t, args.batch)
             reached = hamming(codes, t).diagonal() == 0
@@ -121,8 +123,8 @@ def main() -> None:
     if args.no_robustness or default_images is None:
         return
     print("robustness of rnm-proximal P2S codes to re-encoding by the server (share still at target):")
-    attack_m = make_attack("rnm", model, eps=p.eps, steps=args.steps, variant="proximal",
-                           margin=args.robust_margin, **scaled)
+    attack_m = from_config(replace(p, method="rnm", rnm_variant="proximal", steps=args.steps,
+                                   margin=args.robust_margin), model)
     with_margin, _, _, _ = run(attack_m, x, p2s, args.batch)
     for how in ("jpeg90", "jpeg75", "resize0.9"):
         shares = []

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from retrieval.index import BinaryIndex
+from retrieval.service.index import BinaryIndex
 
 
 def numpy_range(db: np.ndarray, q: np.ndarray, radius: int) -> np.ndarray:

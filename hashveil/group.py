@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from retrieval.config import Config, load_config, override
+from retrieval.core.config import Config, load_config, override
 
 
 
@@ -20,13 +20,13 @@ def config_of(ctx: click.Context, **sections: dict) -> Config:
 
 
 @click.group()
-@click.option("--config", "config_path", default="config.toml", show_default=True,
-              type=click.Path(dir_okay=False), help="configuration file")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="configuration file (default: ./config.toml if there is one, else the built-in defaults)")
 @click.option("--work-dir", type=click.Path(file_okay=False), help="override paths.work_dir")
 @click.option("--device", help="override model.device: auto | cpu | cuda | cuda:N (every command)")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 @click.pass_context
-def main(ctx: click.Context, config_path: str, work_dir: str | None, device: str | None, verbose: bool) -> None:
+def main(ctx: click.Context, config_path: str | None, work_dir: str | None, device: str | None, verbose: bool) -> None:
     """hashveil: image hash retrieval with a privacy layer on the user's side."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -49,3 +49,12 @@ def guard(fn, *args, **kw):
         return fn(*args, **kw)
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise click.ClickException(str(e)) from None
+
+
+@main.command("config")
+@click.pass_context
+def show_config(ctx: click.Context) -> None:
+    """Print the effective configuration (file or built-in defaults, plus global flags) as TOML."""
+    from retrieval.core.config import to_toml
+
+    click.echo(to_toml(ctx.obj["config"]), nl=False)

@@ -8,7 +8,7 @@ import time
 import click
 
 from hashveil.group import config_of, guard, main, metrics_text
-from retrieval.config import Config
+from retrieval.core.config import Config
 
 
 def model_options(f):
@@ -99,9 +99,9 @@ def _serve(cfg: Config, threads: int = 8) -> None:
     import faiss
     import waitress
 
-    from retrieval.server import create_app
+    from retrieval.service.server import create_app
 
-    from webui import mount_service_pages
+    from webui.service import mount_service_pages
 
     app = guard(create_app, cfg)
     mount_service_pages(app)
@@ -116,8 +116,8 @@ def _serve(cfg: Config, threads: int = 8) -> None:
 @click.pass_context
 def prune_log(ctx: click.Context, days: int | None) -> None:
     """Delete query-log rows older than the retention period (the server also does this hourly)."""
-    from retrieval.querylog import QueryLog
-    from retrieval.store import Store
+    from retrieval.service.querylog import QueryLog
+    from retrieval.service.store import Store
 
     cfg = config_of(ctx, server={"log_retention_days": days})
     gone = guard(QueryLog(Store(cfg.db_url), cfg.server.log_retention_days).prune)
@@ -133,9 +133,9 @@ def prune_log(ctx: click.Context, days: int | None) -> None:
 def search(ctx: click.Context, images: tuple[str, ...], radius: int | None, k: int | None,
            as_json: bool) -> None:
     """Search the local index with image files (no server needed)."""
-    from retrieval.codes import to_hex
-    from retrieval.imaging import load_image, to_tensor
-    from retrieval.search import open_searcher
+    from retrieval.core.codes import to_hex
+    from retrieval.core.imaging import load_image, to_tensor
+    from retrieval.service.search import open_searcher
 
     cfg = config_of(ctx)
     searcher = guard(open_searcher, cfg)

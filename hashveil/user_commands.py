@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hashveil.group import config_of, guard, main
-from retrieval.config import Config, override
+from retrieval.core.config import Config, override
 
 
 def protection_options(f):
@@ -30,7 +30,7 @@ def protection_options(f):
 
 
 def _privacy_config(ctx: click.Context, strength, eps, steps, method, variant, margin) -> Config:
-    from privacy.client import apply_strength
+    from privacy.presets import apply_strength
 
     cfg = config_of(ctx)
     try:
@@ -44,7 +44,8 @@ def _privacy_config(ctx: click.Context, strength, eps, steps, method, variant, m
 
 def _protector(cfg: Config, server_url: str | None):
     """A Protector on the server's model (downloaded, sha256-checked) or on the local one."""
-    from privacy.client import connect, local_protector
+    from hashveil.local import local_protector
+    from privacy.client import connect
 
     if server_url:
         return guard(connect, server_url, cfg.privacy, cfg.work_dir / "client-cache", cfg.model.device)
@@ -100,7 +101,7 @@ def query(ctx, image, server_url, do_protect, mode, target_label, strength, eps,
           margin, private, radius, k) -> None:
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
     from privacy.client import query as run_query
-    from retrieval.imaging import load_image, to_tensor
+    from retrieval.core.imaging import load_image, to_tensor
 
     cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
     pixels = guard(lambda: to_tensor(load_image(image)))
@@ -126,7 +127,7 @@ def client(ctx, server_url: str, port: int) -> None:
     """The privacy client as a local web app (localhost only): protect, then send only the protected image."""
     import waitress
 
-    from webui import create_client_app
+    from webui.client import create_client_app
 
     cfg = config_of(ctx)
     app = guard(create_client_app, server_url, cfg)
@@ -149,7 +150,7 @@ def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -
     """Reproduce the paper's tables and figures on the configured dataset and model."""
     import dataclasses
 
-    from privacy.evaluation import EvalOptions, run_all
+    from evaluation.run import EvalOptions, run_all
 
     cfg = config_of(ctx)
     opts = EvalOptions.quick_profile() if quick else EvalOptions()
@@ -175,9 +176,9 @@ def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -
 @click.pass_context
 def audit(ctx, server_url, token, db_url, limit, labels_file, original, sent, radius, json_out, html_out) -> None:
     """What an attacker holding the server's query log learns (or compare --original with --sent)."""
-    from privacy import audit as au, audit_html
-    from retrieval.imaging import load_image, to_tensor
-    from retrieval.search import open_searcher
+    from audit import logs, replay, report, report_html
+    from retrieval.core.imaging import load_image, to_tensor
+    from retrieval.service.search import open_searcher
 
     cfg = config_of(ctx)
     searcher = guard(open_searcher, cfg)
@@ -185,19 +186,19 @@ def audit(ctx, server_url, token, db_url, limit, labels_file, original, sent, ra
         raise click.UsageError("--original and --sent go together")
     if original:
         o, s = (guard(lambda p: to_tensor(load_image(p)), p) for p in (original, sent))
-        result = guard(au.audit_pair, None, searcher, o, s, radius=radius or cfg.server.radius, k=10)
-        html = (lambda: audit_html.pair_html(result, searcher, o, s))
+        result = guard(replay.audit_pair, None, searcher, o, s, radius=radius or cfg.server.radius, k=10)
+        html = (lambda: report_html.pair_html(result, searcher, o, s))
     else:
         if server_url and not token:
             raise click.UsageError("--server needs --token (or HASHVEIL_ADMIN_TOKEN)")
-        rows = (guard(au.read_log_http, server_url, token, limit=limit) if server_url
-                else guard(au.read_log_store, db_url or cfg.db_url, limit=limit))
-        truth = guard(au.read_true_labels, labels_file) if labels_file else None
-        result = guard(au.audit_log, searcher, rows, radius=radius, true_labels=truth)
-        html = (lambda: audit_html.log_html(result, searcher, rows))
-    click.echo(au.format_summary(result))
+        rows = (guard(logs.read_log_http, server_url, token, limit=limit) if server_url
+                else guard(logs.read_log_store, db_url or cfg.db_url, limit=limit))
+        truth = guard(logs.read_true_labels, labels_file) if labels_file else None
+        result = guard(replay.audit_log, searcher, rows, radius=radius, true_labels=truth)
+        html = (lambda: report_html.log_html(result, searcher, rows))
+    click.echo(report.format_summary(result))
     if json_out:
-        Path(json_out).write_text(au.to_json(result))
+        Path(json_out).write_text(report.to_json(result))
     if html_out:
         Path(html_out).write_text(html())
         click.echo(f"HTML report: {html_out}")

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.config import IndexConfig
-from retrieval.index import BinaryIndex
-from retrieval.milvus_index import MilvusIndex, resolve_uri
-from retrieval.model import file_sha256
+from retrieval.core.config import IndexConfig
+from retrieval.service.index import BinaryIndex
+from retrieval.service.milvus_index import MilvusIndex, resolve_uri
+from retrieval.core.model import file_sha256
 
 INDEX_FILE = "codes.faiss"
 
 
 @dataclass(frozen=True)
 class IndexRecord:
-    """The manifest's index fields (see retrieval.manifest.Manifest)."""
+    """The manifest's index fields (see retrieval.service.manifest.Manifest)."""
 
     index_backend: str
     index_kind: str

@@ -17,12 +17,15 @@ from datetime import datetime, timezone
 import numpy as np
 
 from index_builder.backends import write_index
-from index_builder.datasets import ImageList, make_splits, open_dataset
+from index_builder.datasets import open_dataset
+from index_builder.imagelist import ImageList
+from index_builder.splits import make_splits
 from index_builder.features import cached_features, encode_images, head_codes
-from retrieval.config import Config
-from retrieval.manifest import MANIFEST_FILE, Manifest, read_manifest, write_manifest
-from retrieval.model import HashNet, ModelCard, load_checkpoint, read_card, resolve_device
-from retrieval.store import ImageRow, Store
+from retrieval.core.config import Config
+from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, write_manifest
+from retrieval.core.model import HashNet, ModelCard, load_checkpoint, read_card, resolve_device
+from retrieval.service.records import ImageRow
+from retrieval.service.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from index_builder.datasets import ImageList, Splits, make_splits, open_dataset
+from index_builder.datasets import open_dataset
+
+from index_builder.imagelist import ImageList
+
+from index_builder.splits import Splits, make_splits
 from index_builder.features import cached_features, encode_images, head_codes, loader
-from retrieval.config import Config
-from retrieval.metrics import mean_average_precision
-from retrieval.model import HashNet, ModelCard, read_card, resolve_device, save_checkpoint
+from retrieval.core.config import Config
+from retrieval.core.metrics import mean_average_precision
+from retrieval.core.model import HashNet, ModelCard, read_card, resolve_device, save_checkpoint
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from index_builder.datasets import ImageDataset, ImageList
-from retrieval.codes import pack
-from retrieval.model import HashNet
+from index_builder.imagelist import ImageDataset, ImageList
+from retrieval.core.codes import pack
+from retrieval.core.model import HashNet
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.build import BuildResult, hash_database, write_service
-from index_builder.datasets import ImageList, make_splits, open_dataset
-from retrieval.config import Config
-from retrieval.model import ModelCard, load_checkpoint, read_card
+from index_builder.datasets import open_dataset
+from index_builder.imagelist import ImageList
+from index_builder.splits import make_splits
+from retrieval.core.config import Config
+from retrieval.core.model import ModelCard, load_checkpoint, read_card
 
 log = logging.getLogger(__name__)
 MAX_SHARDS = 10_000

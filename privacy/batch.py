@@ -17,7 +17,7 @@ from typing import Iterator
 from tqdm import tqdm
 
 from privacy.client import Protected, Protector
-from retrieval.imaging import load_image, to_tensor
+from retrieval.core.imaging import load_image, to_tensor
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

@@ -8,108 +8,24 @@ protection (RNM by default) on the user's machine, so the original never leaves 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import requests
 import torch
 
-from privacy.attacks import make_attack
+from privacy.attacks import from_config
 from privacy.metrics import linf, psnr
+from privacy.presets import check_mode
+from privacy.remote import RemoteService
 from privacy.targets import anchor_code, carrier_target, pick_target_label, untargeted_target
-from retrieval.codes import hamming, to_hex
-from retrieval.config import PrivacyConfig
-from retrieval.imaging import to_png
-from retrieval.model import CARD_FILE, WEIGHTS_FILE, HashNet, ModelCard, load_checkpoint
+from retrieval.core.codes import hamming, to_hex
+from retrieval.core.config import PrivacyConfig
+from retrieval.core.imaging import to_png
+from retrieval.core.model import HashNet
 
 log = logging.getLogger(__name__)
-
-MODES = ("semantic", "carrier", "untargeted")
-# Named strengths: L_inf budget in pixels and the most PGD steps. Early stopping means most
-# images use far fewer steps than the cap; the budget bounds the visible change.
-STRENGTHS = {
-    "low": {"eps": 4 / 255, "steps": 50},
-    "mid": {"eps": 8 / 255, "steps": 100},
-    "high": {"eps": 16 / 255, "steps": 300},
-}
-
-
-def apply_strength(cfg: PrivacyConfig, strength: str | None) -> PrivacyConfig:
-    if strength is None:
-        return cfg
-    if strength not in STRENGTHS:
-        raise ValueError(f"strength must be one of {sorted(STRENGTHS)}; got {strength!r}")
-    return replace(cfg, **STRENGTHS[strength])
-
-
-class Server:
-    """A search server seen from outside: its JSON API over HTTP."""
-
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.http = requests.Session()
-
-    def _get(self, path: str, **params) -> requests.Response:
-        r = self.http.get(f"{self.url}{path}", params=params, timeout=self.timeout)
-        raise_for_status(r)
-        return r
-
-    def model(self, cache_dir: Path, device: str = "cpu") -> tuple[HashNet, ModelCard]:
-        """Download (once per sha256) and load the server's model onto ``device``, refusing unverified weights."""
-        card = self._get("/api/model").json()
-        sha = card.get("sha256", "")
-        if len(sha) != 64:
-            raise ValueError(f"the server published no valid sha256 for its model: {sha!r}")
-        folder = Path(cache_dir) / sha
-        if not (folder / WEIGHTS_FILE).is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            card_fields = {k: v for k, v in card.items() if k in ModelCard.__dataclass_fields__}
-            (folder / CARD_FILE).write_text(ModelCard.from_dict(card_fields).to_json())
-            tmp = folder / (WEIGHTS_FILE + ".part")
-            with self.http.get(f"{self.url}/api/model/weights", stream=True, timeout=self.timeout) as r:
-                raise_for_status(r)
-                with tmp.open("wb") as f:
-                    for block in r.iter_content(1 << 20):
-                        f.write(block)
-            tmp.replace(folder / WEIGHTS_FILE)
-        try:
-            return load_checkpoint(folder, expected_sha256=sha, device=device)
-        except ValueError:
-            (folder / WEIGHTS_FILE).unlink(missing_ok=True)  # do not keep a bad download
-            raise
-
-    def labels(self) -> dict[str, int]:
-        return {item["name"]: item["count"] for item in self._get("/api/labels").json()["labels"]}
-
-    def anchors(self, label: str, n: int, seed: int = 0) -> np.ndarray:
-        data = self._get("/api/anchors", label=label, n=n, seed=seed).json()
-        return np.array([list(bytes.fromhex(c)) for c in data["codes"]], dtype=np.uint8)
-
-    def image(self, image_id: int, size: int | None = None) -> bytes:
-        """A database image (or thumbnail) by id: PNG bytes."""
-        params = {"size": size} if size is not None else {}
-        return self._get(f"/api/images/{int(image_id)}", **params).content
-
-    def search(self, image_png: bytes, radius: int | None = None, k: int | None = None) -> dict:
-        form = {key: str(v) for key, v in (("radius", radius), ("k", k)) if v is not None}
-        r = self.http.post(f"{self.url}/api/search", files={"image": ("query.png", image_png, "image/png")},
-                           data=form, timeout=self.timeout)
-        raise_for_status(r)
-        return r.json()
-
-
-def raise_for_status(r: requests.Response) -> None:
-    """Turn an HTTP error answer into a ValueError carrying the server's JSON message."""
-    if r.status_code >= 400:
-        try:
-            message = r.json().get("error", r.text)
-        except ValueError:
-            message = r.text[:200]
-        raise ValueError(f"server answered {r.status_code} for {r.url}: {message}")
-
 
 @dataclass
 class Protected:
@@ -149,11 +65,7 @@ class Protector:
         self._anchors = anchors
         self._anchor_codes: dict[str, np.ndarray] = {}
         self.rng = np.random.default_rng(cfg.seed)
-        extra = {"tanh": {"step_rule": cfg.step_rule},
-                 "rnm": {"step_rule": cfg.step_rule, "variant": cfg.rnm_variant, "margin": cfg.margin}}
-        extra = extra.get(cfg.method, {})
-        self.attack = make_attack(cfg.method, model, eps=cfg.eps, steps=cfg.steps,
-                                  step_size=cfg.step_size, **extra)
+        self.attack = from_config(cfg, model)
 
     def anchor(self, label: str) -> np.ndarray:
         """The P2S anchor code of a label (sign of the sum of n_anchor database codes)."""
@@ -179,8 +91,7 @@ class Protector:
         untargeted: push toward the complement of its own code; carrier: push ``image`` (the
         carrier) toward the code of ``private``, which is computed here and never sent.
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        check_mode(mode)
         x = image.unsqueeze(0).to(self.model.device)  # the attack runs where the model is
         own = self.model.encode(x)[0]
         label = None
@@ -209,21 +120,11 @@ class Protector:
 
 
 def connect(server_url: str, cfg: PrivacyConfig, cache_dir: Path,
-            device: str = "cpu") -> tuple[Protector, Server]:
+            device: str = "cpu") -> tuple[Protector, RemoteService]:
     """A Protector on a server's model (downloaded once, sha256-checked) and anchors (codes only)."""
-    server = Server(server_url)
+    server = RemoteService(server_url)
     model, _ = server.model(cache_dir, device)
     return Protector(model, cfg, lambda l: server.anchors(l, cfg.n_anchor, cfg.seed), server.labels()), server
-
-
-def local_protector(model_dir: Path, db_url: str, cfg: PrivacyConfig, device: str = "cpu") -> Protector:
-    """A Protector on a local model and store (for a user who runs the service themselves)."""
-    from retrieval.store import Store
-
-    model, _ = load_checkpoint(model_dir, device=device)
-    store = Store(db_url)
-    return Protector(model, cfg, lambda l: store.codes_with_label(l, cfg.n_anchor, cfg.seed)[1],
-                     store.label_counts())
 
 
 def query(image: torch.Tensor, server_url: str, cfg: PrivacyConfig | None, *, cache_dir: Path,
@@ -236,7 +137,7 @@ def query(image: torch.Tensor, server_url: str, cfg: PrivacyConfig | None, *, ca
     is sent as it is (to compare). Returns the server's answer and the protection report.
     """
     if cfg is None:
-        return Server(server_url).search(to_png(image), radius, k), None
+        return RemoteService(server_url).search(to_png(image), radius=radius, k=k), None
     protector, server = connect(server_url, cfg, cache_dir, device)
     protected = protector.protect(image, mode, target_label=target_label, private=private)
-    return server.search(protected.png(), radius, k), protected
+    return server.search(protected.png(), radius=radius, k=k), protected

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrieval.codes import as_codes, pack, unpack
+from retrieval.core.codes import as_codes, pack, unpack
 
 
 def _nonempty(codes: np.ndarray) -> np.ndarray:

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from privacy.attacks import ATTACKS, RNM, Result, Tanh, make_attack
-from privacy.attacks.obfuscation import OBFUSCATIONS, blur, mosaic
+from evaluation.obfuscation import OBFUSCATIONS, blur, mosaic
 from privacy.attacks.rnm import literal_loss, margin_loss, proximal_loss
 from privacy.attacks.tanh import alpha_schedule, tanh_loss
 from privacy.metrics import PSNR_CAP_DB, linf, psnr
-from retrieval.codes import hamming, pack, unpack
-from retrieval.config import ModelConfig
-from retrieval.model import HashNet
+from retrieval.core.codes import hamming, pack, unpack
+from retrieval.core.config import ModelConfig
+from retrieval.core.model import HashNet
 
 EPS = 8 / 255
 

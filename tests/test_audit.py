@@ -1,4 +1,4 @@
-"""privacy.audit: the attacker's view of logged queries, on the tiny trained model and index.
+"""audit.replay: the attacker's view of logged queries, on the tiny trained model and index.
 
 A plain query and a protected one are logged with the fields the server writes; the audit must
 find that the plain one leaks its label and the protected one does not. The HTTP reader is
@@ -8,24 +8,26 @@ checked against a real HTTP server that speaks the admin API's documented contra
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flask import Flask, abort, jsonify, request
-from werkzeug.serving import make_server
 
-from index_builder.datasets import make_splits, open_dataset
+from index_builder.datasets import open_dataset
+
+from index_builder.splits import make_splits
 from privacy.attacks import make_attack
-from privacy.audit import (AttackerView, AuditReport, PairAudit, Retrieved, audit_log, audit_pair,
-                           format_summary, from_json, leakage, majority_label,
-                           read_log_http, read_log_store, read_true_labels, to_json)
-from privacy.audit_html import log_html, pair_html
+from audit.logs import read_log_http, read_log_store, read_true_labels
+from audit.replay import AttackerView, AuditReport, PairAudit, Retrieved, audit_log, audit_pair, leakage
+from audit.report import format_summary, from_json, to_json
+from retrieval.core.votes import majority_label
+from audit.report_html import log_html, pair_html
 from privacy.targets import anchor_code
-from retrieval.codes import hamming, to_hex
-from retrieval.imaging import decode_image, load_image, to_png, to_tensor
-from retrieval.search import open_searcher
+from retrieval.core.codes import hamming, to_hex
+from retrieval.core.imaging import decode_image, load_image, to_png, to_tensor
+from retrieval.service.search import open_searcher
+from testkit.servers import live_server
 
 RADIUS = 2
 
@@ -139,7 +141,7 @@ def test_read_log_from_store_and_http(logged) -> None:
     cfg, rows = logged["cfg"], logged["rows"]
     from_store = [r for r in read_log_store(cfg.db_url, limit=1000) if r.id in logged["ids"].values()]
     assert from_store == rows
-    with admin_server(rows, token="s3cret") as url:
+    with live_server(admin_app(rows, token="s3cret")) as url:
         got = read_log_http(url, "s3cret", limit=10)
         assert [(r.id, r.code, r.radius, r.k, r.result_ids, r.upload, r.upload_type) for r in got] == \
             [(r.id, r.code, r.radius, r.k, r.result_ids, r.upload, r.upload_type) for r in rows]
@@ -159,39 +161,28 @@ def test_read_true_labels(tmp_path: Path) -> None:
         read_true_labels(tmp_path / "bad.csv")
 
 
-class admin_server:
-    """A real HTTP server with the admin routes' documented contract, in a thread."""
+def admin_app(rows, token: str) -> Flask:
+    """A WSGI app with the admin routes' documented contract (served by live_server)."""
+    app = Flask(__name__)
+    by_id = {r.id: r for r in rows}
 
-    def __init__(self, rows, token: str) -> None:
-        app = Flask(__name__)
-        by_id = {r.id: r for r in rows}
+    def check() -> None:
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            abort(401)
 
-        def check() -> None:
-            if request.headers.get("Authorization") != f"Bearer {token}":
-                abort(401)
+    @app.get("/api/admin/queries")
+    def queries():
+        check()
+        lo = int(request.args.get("offset", 0))
+        hi = lo + int(request.args.get("limit", 100))
+        return jsonify(queries=[{"id": r.id, "created_at": r.created_at.isoformat(), "code": r.code.hex(),
+                                 "radius": r.radius, "k": r.k, "result_ids": list(r.result_ids),
+                                 "upload_type": r.upload_type, "has_upload": r.upload is not None}
+                                for r in rows[lo:hi]])
 
-        @app.get("/api/admin/queries")
-        def queries():
-            check()
-            lo = int(request.args.get("offset", 0))
-            hi = lo + int(request.args.get("limit", 100))
-            return jsonify(queries=[{"id": r.id, "created_at": r.created_at.isoformat(), "code": r.code.hex(),
-                                     "radius": r.radius, "k": r.k, "result_ids": list(r.result_ids),
-                                     "upload_type": r.upload_type, "has_upload": r.upload is not None}
-                                    for r in rows[lo:hi]])
+    @app.get("/api/admin/queries/<int:qid>/upload")
+    def upload(qid: int):
+        check()
+        return by_id[qid].upload, 200, {"Content-Type": "application/octet-stream"}
 
-        @app.get("/api/admin/queries/<int:qid>/upload")
-        def upload(qid: int):
-            check()
-            return by_id[qid].upload, 200, {"Content-Type": "application/octet-stream"}
-
-        self.server = make_server("127.0.0.1", 0, app)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.thread.join()
+    return app

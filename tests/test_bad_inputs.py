@@ -14,13 +14,13 @@ import pytest
 import requests
 from PIL import Image
 
-from hostile import SEEDS, bad_inputs, grey16_picture, live_server, markdown_table, picture, rgba_picture, \
-    run_bad_inputs
-from retrieval.codes import to_hex
-from retrieval.config import override
-from retrieval.server import create_app
-from retrieval.store import Store
-from test_server import BITS, build_tiny_service
+from testkit.hostile import SEEDS, bad_inputs, grey16_picture, markdown_table, picture, rgba_picture, run_bad_inputs
+from testkit.servers import live_server
+from retrieval.core.codes import to_hex
+from retrieval.core.config import override
+from retrieval.service.server import create_app
+from retrieval.service.store import Store
+from testkit.service import BITS, build_tiny_service
 
 TOKEN = "bad-input-token"
 GOOD_ID = 1000  # the tiny service's first image

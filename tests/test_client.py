@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import io
-import socket
-import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from waitress.server import create_server
 
-from privacy.client import Server, connect, query
-from retrieval.codes import hamming, parse
-from retrieval.config import override
-from retrieval.imaging import decode_image, load_image, to_tensor
-from retrieval.server import create_app
+from privacy.client import connect, query
+from privacy.remote import RemoteService
+from retrieval.core.codes import hamming, parse
+from retrieval.core.config import override
+from retrieval.core.imaging import decode_image, load_image, to_tensor
+from retrieval.service.server import create_app
+from testkit.servers import live_server
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +41,8 @@ def served(tiny_trained):
     cfg, _ = tiny_trained
     cfg = override(cfg, privacy={"eps": 16 / 255, "steps": 200, "step_size": 1 / 255, "step_rule": "sign"})
     recorder = Recorder(create_app(cfg))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = create_server(recorder, host="127.0.0.1", port=port, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield cfg, recorder, f"http://127.0.0.1:{port}"
-    server.close()
+    with live_server(recorder) as url:
+        yield cfg, recorder, url
 
 
 def between_two_labels(data) -> tuple[Image.Image, tuple[str, str]]:
@@ -135,7 +128,7 @@ def test_tampered_weights_are_refused(served, tmp_path):
     recorder.tamper = True
     try:
         with pytest.raises(ValueError, match="sha256"):
-            Server(url).model(tmp_path / "fresh")
+            RemoteService(url).model(tmp_path / "fresh")
         assert not list((tmp_path / "fresh").glob("*/model.safetensors"))  # bad download not kept
     finally:
         recorder.tamper = False
@@ -143,8 +136,8 @@ def test_tampered_weights_are_refused(served, tmp_path):
 
 def test_semantic_mode_without_enough_anchor_items_is_a_clear_error():
     from privacy.client import Protector
-    from retrieval.config import ModelConfig, PrivacyConfig
-    from retrieval.model import HashNet
+    from retrieval.core.config import ModelConfig, PrivacyConfig
+    from retrieval.core.model import HashNet
 
     model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32))
     protector = Protector(model, PrivacyConfig(n_anchor=9), lambda label: np.zeros((0, 2), np.uint8),

@@ -1,4 +1,4 @@
-"""retrieval.codes against hand-written bit loops."""
+"""retrieval.core.codes against hand-written bit loops."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.codes import SUPPORTED_BITS, as_codes, check_bits, hamming, pack, parse, to_hex, unpack
+from retrieval.core.codes import SUPPORTED_BITS, as_codes, check_bits, hamming, pack, parse, to_hex, unpack
 
 
 def _naive_hamming(a: np.ndarray, b: np.ndarray) -> int:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.config import Config, load_config, override
+from retrieval.core.config import Config, load_config, override
 
 ROOT = Path(__file__).resolve().parents[1]
 

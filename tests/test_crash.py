@@ -9,12 +9,8 @@ search, and a store that a restarted server serves from.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,13 +22,15 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import tiny_config
-from retrieval.config import Config, override
-from retrieval.imaging import decode_image, to_tensor
-from retrieval.manifest import MANIFEST_FILE
-from retrieval.model import load_checkpoint
-from retrieval.search import open_searcher
-from retrieval.store import Store
+from retrieval.core.config import Config, override
+from retrieval.core.imaging import decode_image, to_tensor
+from retrieval.service.manifest import MANIFEST_FILE
+from retrieval.core.model import load_checkpoint
+from retrieval.service.search import open_searcher
+from retrieval.service.store import Store
+from testkit.data import tiny_config, write_config
+from testkit.servers import free_port, start_serve
+from testkit.servers import stop as stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 RANDOM_KILLS = 3
@@ -40,26 +38,13 @@ TOKEN = "crash-test-token"
 BUILD_SCRIPT = """
 import logging, sys
 from index_builder.build import build_index
-from retrieval.config import load_config
+from retrieval.core.config import load_config
 cfg = load_config(sys.argv[1])
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
 print("start", flush=True)
 build_index(cfg)
 print("done", flush=True)
 """
-
-
-def write_toml(cfg: Config, path: Path) -> Path:
-    """The whole Config as config.toml, so that a child process reads exactly this config."""
-    lines = []
-    for section in dataclasses.fields(cfg):
-        lines.append(f"[{section.name}]")
-        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
-            text = str(value).lower() if isinstance(value, bool) else json.dumps(
-                str(value) if isinstance(value, Path) else value)
-            lines.append(f"{key} = {text}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +108,7 @@ def test_killed_builds_leave_a_refused_or_whole_set_and_a_rerun_completes(traine
 
     cfg = override(trained, paths={"work_dir": tmp_path / "work"})
     shutil.copytree(trained.work_dir / "model", cfg.work_dir / "model")
-    config_path = write_toml(cfg, tmp_path / "config.toml")
+    config_path = write_config(tmp_path / "config.toml", cfg)
     # a complete set first, so that a kill could leave old and new parts mixed; it also times a build
     build_seconds, last = run_build(config_path, None)
     assert last == "done" and check_leftover(cfg) == "whole"
@@ -143,27 +128,9 @@ def test_killed_builds_leave_a_refused_or_whole_set_and_a_rerun_completes(traine
     assert check_leftover(cfg) == "whole"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(config_path: Path, port: int) -> subprocess.Popen:
-    log_path = config_path.with_name(f"server-{time.monotonic_ns()}.log")
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "hashveil", "--config", str(config_path), "serve",
-                                 "--threads", "8"], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, "HASHVEIL_ADMIN_TOKEN": TOKEN})
-    for _ in range(600):
-        assert proc.poll() is None, f"server exited with {proc.returncode}: {log_path.read_text()[-3000:]}"
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=1).ok:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail("server did not come up")
+def start_server(config_path: Path, port: int):
+    return start_serve(config_path, port, "--threads", "8", env={"HASHVEIL_ADMIN_TOKEN": TOKEN},
+                       timeout=60)
 
 
 def fire_uploads(url: str, uploads: list[bytes], answered: list[str], stop: threading.Event, seed: int) -> None:
@@ -179,7 +146,7 @@ def fire_uploads(url: str, uploads: list[bytes], answered: list[str], stop: thre
 
 def test_server_killed_mid_request_leaves_whole_log_rows_and_restarts(trained, tiny_data, tmp_path):
     cfg = override(trained, server={"port": free_port()})
-    config_path = write_toml(cfg, tmp_path / "config.toml")
+    config_path = write_config(tmp_path / "config.toml", cfg)
     store = Store(cfg.db_url)
     before = store.query_log_count()
     uploads = [p.read_bytes() for p in sorted((tiny_data / "img").glob("*.png"))[:40]]
@@ -228,5 +195,4 @@ def test_server_killed_mid_request_leaves_whole_log_rows_and_restarts(trained, t
         assert len(listing) == store.query_log_count() == before + len(rows) + 1
         assert listing[0]["code"] == again.json()["code"] and listing[0]["has_upload"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)

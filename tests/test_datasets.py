@@ -14,15 +14,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from index_builder import fashion_mnist
-from index_builder.datasets import (
-    ImageDataset,
-    ImageList,
-    make_splits,
-    open_dataset,
-    read_list_file,
-    read_split_pair,
-)
-from retrieval.config import DataConfig
+from index_builder.datasets import open_dataset
+from index_builder.imagelist import ImageDataset, ImageList
+from index_builder.listfiles import read_list_file, read_split_pair
+from index_builder.splits import make_splits
+from retrieval.core.config import DataConfig
 
 # 6 images, 3 labels; d.png has no label and must be dropped
 ROWS = [

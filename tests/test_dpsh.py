@@ -29,10 +29,10 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_data, monkeypatch):
     """A run killed after epoch 2 and restarted ends with the same weights as one uninterrupted run."""
     import pytest as _pytest
 
-    from conftest import tiny_config
+    from testkit.data import tiny_config
     from index_builder import dpsh
-    from retrieval.config import override
-    from retrieval.model import load_checkpoint
+    from retrieval.core.config import override
+    from retrieval.core.model import load_checkpoint
 
     cfg = override(tiny_config(tmp_path / "a", tiny_data), train={"epochs": 3})
     dpsh.train(cfg)
@@ -61,7 +61,7 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_data, monkeypatch):
 def test_a_checkpoint_is_reused_whatever_device_it_was_trained_on():
     """model.device says where the model runs, not what it is: it must not force a retrain."""
     from index_builder.dpsh import train_key
-    from retrieval.config import Config, override
+    from retrieval.core.config import Config, override
 
     on_cpu = train_key(override(Config(), model={"device": "cpu"}))
     assert on_cpu == train_key(override(Config(), model={"device": "cuda:1"}))

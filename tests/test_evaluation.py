@@ -1,4 +1,4 @@
-"""privacy.evaluation: every experiment end to end (quick profile) on the tiny trained model,
+"""evaluation.run: every experiment end to end (quick profile) on the tiny trained model,
 checked against independent computations: MAP from the store's codes, a hand-computed t-MAP."""
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from index_builder.datasets import make_splits, open_dataset
+from index_builder.datasets import open_dataset
+
+from index_builder.splits import make_splits
 from index_builder.features import encode_images
-from privacy.evaluation import EXPERIMENTS, EvalOptions, run_all, run_experiment, t_map
-from privacy.experiments.report import read_csv
-from privacy.gradcam import grad_cam, last_conv
-from retrieval.codes import pack
-from retrieval.config import override
-from retrieval.metrics import mean_average_precision
-from retrieval.model import load_checkpoint
-from retrieval.store import Store
+from evaluation.run import EXPERIMENTS, EvalOptions, run_all, run_experiment, t_map
+from evaluation.report import read_csv
+from evaluation.gradcam import grad_cam, last_conv
+from retrieval.core.codes import pack
+from retrieval.core.config import override
+from retrieval.core.metrics import mean_average_precision
+from retrieval.core.model import load_checkpoint
+from retrieval.service.store import Store
 
 EPS_LIST = (0.01, 0.03, 0.05)
 QUERIES = 8

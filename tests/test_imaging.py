@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.imaging import decode_image, to_png, to_tensor
+from retrieval.core.imaging import decode_image, to_png, to_tensor
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -1,99 +1,23 @@
-"""BinaryIndex on every kind against a brute-force scan with retrieval.codes.hamming."""
+"""What only the FAISS backend has: files (atomic save, load, padded widths, corrupt files) and kinds.
+
+The search contract itself is tested on every backend in test_backends.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from retrieval.codes import hamming
-from retrieval.index import KINDS, BinaryIndex
-
-
-def _clustered_codes(bits: int, n: int, seed: int) -> np.ndarray:
-    """Codes in a few tight clusters, so that every small radius has hits and ties."""
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, (5, bits), dtype=np.uint8)
-    bits_arr = centres[rng.integers(0, 5, n)]
-    flips = rng.random((n, bits)) < rng.choice([0.0, 0.03, 0.1, 0.3], size=(n, 1))
-    return np.packbits(bits_arr ^ flips, axis=1)
-
-
-def _brute(query: np.ndarray, db: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every stored item sorted by (distance, id), independently of FAISS."""
-    d = hamming(query[None], db)[0]
-    order = np.lexsort((ids, d))
-    return ids[order], d[order]
+from retrieval.service.index import KINDS, BinaryIndex
+from testkit.codes import brute, clustered_codes, scattered_ids
 
 
 def _build(kind: str, bits: int, n: int = 400, seed: int = 0):
-    db = _clustered_codes(bits, n, seed)
-    ids = np.random.default_rng(seed).permutation(np.arange(10, 10 + 3 * n, 3)).astype(np.int64)
+    db = clustered_codes(bits, n, seed)
+    ids = scattered_ids(n, seed)
     index = BinaryIndex.create(bits, kind)
     index.add(db, ids)
-    queries = np.concatenate([db[:6], _clustered_codes(bits, 6, seed + 1)])
+    queries = np.concatenate([db[:6], clustered_codes(bits, 6, seed + 1)])
     return index, db, ids, queries
-
-
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("bits", [16, 24, 32, 48, 64])
-def test_range_search_equals_brute_force_for_every_radius(kind: str, bits: int) -> None:
-    index, db, ids, queries = _build(kind, bits)
-    assert index.ntotal == len(db) and index.hash_bits == bits and index.kind == kind
-    radii = range(bits + 1) if bits <= 16 else [0, 1, 2, 3, 5, 8, bits // 2, bits]
-    for radius in radii:
-        results = index.range_search(queries, radius)
-        for q, (got_ids, got_d) in zip(queries, results):
-            want_ids, want_d = _brute(q, db, ids)
-            keep = want_d <= radius
-            assert got_ids.dtype == np.int64
-            assert got_ids.tolist() == want_ids[keep].tolist(), (kind, bits, radius)
-            assert got_d.tolist() == want_d[keep].tolist()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_radius_is_inclusive_at_the_edge(kind: str) -> None:
-    bits = 32
-    base = np.zeros((1, 4), dtype=np.uint8)
-    db = np.array([[0, 0, 0, 0], [0b111, 0, 0, 0], [0b1111, 0, 0, 0], [0, 0, 0, 0b1111_1111]],
-                  dtype=np.uint8)  # distances 0, 3, 4, 8
-    index = BinaryIndex.create(bits, kind)
-    index.add(db, np.array([40, 30, 20, 10]))
-    assert index.range_search(base, 3)[0][0].tolist() == [40, 30]
-    assert index.range_search(base, 4)[0][0].tolist() == [40, 30, 20]
-    assert index.range_search(base, 4)[0][1].tolist() == [0, 3, 4]
-    assert index.range_search(base, 7)[0][0].tolist() == [40, 30, 20]
-    assert index.range_search(base, 8)[0][0].tolist() == [40, 30, 20, 10]
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_knn_order_and_ties_by_id(kind: str) -> None:
-    index, db, ids, queries = _build(kind, 32, n=300, seed=3)
-    for k in (1, 5, 37, 300, 1000):
-        for q, (got_ids, got_d) in zip(queries, index.knn(queries, k)):
-            want_ids, want_d = _brute(q, db, ids)
-            assert got_ids.tolist() == want_ids[:k].tolist(), (kind, k)
-            assert got_d.tolist() == want_d[:k].tolist()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_knn_breaks_ties_by_smaller_id(kind: str) -> None:
-    index = BinaryIndex.create(16, kind)
-    same = np.tile(np.array([[0xAB, 0xCD]], dtype=np.uint8), (6, 1))
-    index.add(same, np.array([50, 7, 31, 2, 99, 13]))
-    assert index.knn(same[:1], 3)[0][0].tolist() == [2, 7, 13]
-    assert index.search(same[:1], 0, k=4)[0][0].tolist() == [2, 7, 13, 31]
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_search_caps_range_results_at_k(kind: str) -> None:
-    index, db, ids, queries = _build(kind, 32, n=300, seed=5)
-    for radius, k in [(2, 3), (6, 10), (32, 7), (0, 1)]:
-        for q, (got_ids, got_d) in zip(queries, index.search(queries, radius, k)):
-            want_ids, want_d = _brute(q, db, ids)
-            keep = want_d <= radius
-            assert got_ids.tolist() == want_ids[keep][:k].tolist()
-            assert got_d.tolist() == want_d[keep][:k].tolist()
-    assert [len(i) for i, _ in index.search(queries, 32)] == [300] * len(queries)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -119,7 +43,7 @@ def test_flat_codes_are_stored_padded_and_round_trip_with_their_width(bits: int,
     loaded = BinaryIndex.load(tmp_path / "i.faiss")
     assert loaded.hash_bits == bits and loaded.ntotal == 200
     for q, (got_ids, got_d) in zip(queries, loaded.range_search(queries, bits // 4)):
-        want_ids, want_d = _brute(q, db, ids)
+        want_ids, want_d = brute(q, db, ids)
         keep = want_d <= bits // 4
         assert got_ids.tolist() == want_ids[keep].tolist() and got_d.tolist() == want_d[keep].tolist()
     # a file from before the header: a plain FAISS index of unpadded codes still loads and answers
@@ -147,31 +71,7 @@ def test_load_refuses_corrupt_and_truncated_files(tmp_path) -> None:
         BinaryIndex.load(tmp_path / "missing.faiss")
 
 
-def test_empty_index_answers_empty() -> None:
-    index = BinaryIndex.create(16, "flat")
-    q = np.zeros((2, 2), dtype=np.uint8)
-    assert index.ntotal == 0 and index.ids().tolist() == []
-    assert [len(i) for i, _ in index.range_search(q, 16)] == [0, 0]
-    assert [len(i) for i, _ in index.knn(q, 3)] == [0, 0]
-
-
-def test_input_validation_names_the_bad_value() -> None:
-    index = BinaryIndex.create(32, "flat")
-    codes = np.zeros((2, 4), dtype=np.uint8)
-    index.add(codes, np.array([1, 2]))
-    with pytest.raises(ValueError, match=r"4 bytes per row.*\(1, 2\)"):
-        index.range_search(np.zeros((1, 2), dtype=np.uint8), 1)
-    for bad in (-1, 33, 2.0, "2", True):
-        with pytest.raises(ValueError, match=r"radius must be an int in \[0, 32\]"):
-            index.range_search(codes, bad)
-    with pytest.raises(ValueError, match="k must be"):
-        index.knn(codes, 0)
-    with pytest.raises(ValueError, match="already in the index"):
-        index.add(codes[:1], np.array([2]))
-    with pytest.raises(ValueError, match="unique"):
-        index.add(codes, np.array([5, 5]))
-    with pytest.raises(ValueError, match="length 2"):
-        index.add(codes, np.array([7]))
+def test_unknown_kinds_and_widths_are_refused() -> None:
     with pytest.raises(ValueError, match="index kind"):
         BinaryIndex.create(32, "hnsw")
     with pytest.raises(ValueError, match="hash_bits"):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from retrieval.codes import pack
-from retrieval.metrics import mean_average_precision
+from retrieval.core.codes import pack
+from retrieval.core.metrics import mean_average_precision
 
 
 def codes(*rows):

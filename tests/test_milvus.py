@@ -1,5 +1,7 @@
-"""MilvusIndex (Milvus Lite, in process) against FAISS's flat BinaryIndex and a brute-force scan,
-and the tiny set built and served with ``[index] backend = "milvus"``."""
+"""What only the Milvus backend has (Milvus Lite, in process): full result pages split by id range,
+reopening and validation, URIs, and the tiny set built and served with ``[index] backend = "milvus"``.
+
+The search contract itself is tested on every backend in test_backends.py."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import pytest
 
 pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'hashveil[milvus]')")
 
-from retrieval import milvus_index  # noqa: E402
-from retrieval.codes import SUPPORTED_BITS, hamming  # noqa: E402
-from retrieval.config import override  # noqa: E402
-from retrieval.index import BinaryIndex  # noqa: E402
-from retrieval.milvus_index import MilvusIndex, resolve_uri  # noqa: E402
+from retrieval.service import milvus_index  # noqa: E402
+from retrieval.core.codes import hamming  # noqa: E402
+from retrieval.core.config import override  # noqa: E402
+from retrieval.service.index import BinaryIndex  # noqa: E402
+from retrieval.service.milvus_index import MilvusIndex, resolve_uri  # noqa: E402
+from testkit.codes import clustered_codes, scattered_ids  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,83 +25,19 @@ def lite_uri(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("milvus") / "test.db")
 
 
-def _codes(bits: int, n: int, seed: int) -> np.ndarray:
-    """A few tight clusters plus exact duplicates: every small radius has hits, edges and ties."""
-    rng = np.random.default_rng(seed)
-    centres = rng.integers(0, 2, (4, bits), dtype=np.uint8)
-    flips = rng.random((n, bits)) < rng.choice([0.0, 0.03, 0.1, 0.5], size=(n, 1))
-    return np.packbits(centres[rng.integers(0, 4, n)] ^ flips, axis=1)
-
-
-def _brute(query: np.ndarray, db: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    d = hamming(query[None], db)[0]
-    order = np.lexsort((ids, d))
-    return ids[order], d[order]
-
-
 def _both(lite_uri: str, name: str, bits: int, n: int, seed: int):
-    db = _codes(bits, n, seed)
-    ids = np.random.default_rng(seed).permutation(np.arange(7, 7 + 5 * n, 5)).astype(np.int64)
+    db = clustered_codes(bits, n, seed)
+    ids = scattered_ids(n, seed, start=7, step=5)
     milvus = MilvusIndex.create(lite_uri, name, bits, replace=True)
     milvus.add(db, ids)
     faiss_flat = BinaryIndex.create(bits, "flat")
     faiss_flat.add(db, ids)
-    queries = np.concatenate([db[:5], _codes(bits, 5, seed + 1)])
+    queries = np.concatenate([db[:5], clustered_codes(bits, 5, seed + 1)])
     return milvus, faiss_flat, db, ids, queries
 
 
 def _as_lists(results) -> list[tuple[list[int], list[int]]]:
     return [(i.tolist(), d.tolist()) for i, d in results]
-
-
-@pytest.mark.parametrize("bits", SUPPORTED_BITS)
-def test_range_and_knn_equal_faiss_flat_and_brute_force(lite_uri: str, bits: int) -> None:
-    milvus, faiss_flat, db, ids, queries = _both(lite_uri, f"codes_{bits}", bits, n=300, seed=bits)
-    assert (milvus.hash_bits, milvus.kind, milvus.ntotal) == (bits, "flat", 300)
-    assert milvus.ids().tolist() == sorted(ids.tolist())
-    all_d = hamming(queries, db)
-    edge = int(np.median(all_d[all_d > 0]))  # a distance many items sit at exactly
-    for radius in sorted({0, 1, 2, edge, bits // 2, bits}):
-        got = milvus.range_search(queries, radius)
-        assert _as_lists(got) == _as_lists(faiss_flat.range_search(queries, radius)), radius
-        for q, (got_ids, got_d) in zip(queries, got):
-            want_ids, want_d = _brute(q, db, ids)
-            keep = want_d <= radius
-            assert got_ids.dtype == np.int64 and got_d.dtype == np.int64
-            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[keep].tolist(), want_d[keep].tolist())
-    assert (all_d == edge).sum() > 0
-    for k in (1, 5, 37, 300, 1000):
-        got = milvus.knn(queries, k)
-        assert _as_lists(got) == _as_lists(faiss_flat.knn(queries, k)), k
-        for q, (got_ids, got_d) in zip(queries, got):
-            want_ids, want_d = _brute(q, db, ids)
-            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[:k].tolist(), want_d[:k].tolist())
-    assert _as_lists(milvus.search(queries, 3, k=4)) == _as_lists(faiss_flat.search(queries, 3, k=4))
-    milvus.close()
-
-
-def test_radius_is_inclusive_at_the_edge(lite_uri: str) -> None:
-    """Milvus keeps range_filter <= d < radius; MilvusIndex.range_search(r) keeps d <= r."""
-    index = MilvusIndex.create(lite_uri, "edge", 32, replace=True)
-    base = np.zeros((1, 4), dtype=np.uint8)
-    db = np.array([[0, 0, 0, 0], [0b111, 0, 0, 0], [0b1111, 0, 0, 0], [0, 0, 0, 0b1111_1111]],
-                  dtype=np.uint8)  # distances 0, 3, 4, 8
-    index.add(db, np.array([40, 30, 20, 10]))
-    assert index.range_search(base, 0)[0][0].tolist() == [40]
-    assert index.range_search(base, 3)[0][0].tolist() == [40, 30]
-    assert _as_lists(index.range_search(base, 4)) == [([40, 30, 20], [0, 3, 4])]
-    assert index.range_search(base, 7)[0][0].tolist() == [40, 30, 20]
-    assert index.range_search(base, 8)[0][0].tolist() == [40, 30, 20, 10]
-    index.close()
-
-
-def test_knn_breaks_ties_by_smaller_id(lite_uri: str) -> None:
-    index = MilvusIndex.create(lite_uri, "ties", 16, replace=True)
-    same = np.tile(np.array([[0xAB, 0xCD]], dtype=np.uint8), (6, 1))
-    index.add(same, np.array([50, 7, 31, 2, 99, 13]))
-    assert index.knn(same[:1], 3)[0][0].tolist() == [2, 7, 13]
-    assert index.search(same[:1], 0, k=4)[0][0].tolist() == [2, 7, 13, 31]
-    index.close()
 
 
 def test_full_pages_are_split_not_cut(lite_uri: str, monkeypatch) -> None:
@@ -151,7 +90,7 @@ def test_uri_and_config_validation(tmp_path) -> None:
         resolve_uri("codes.faiss", tmp_path)
     with pytest.raises(ValueError, match="http"):
         resolve_uri("grpc://milvus:19530", tmp_path)
-    from retrieval.config import Config
+    from retrieval.core.config import Config
 
     with pytest.raises(ValueError, match="index.kind must be 'flat' with backend 'milvus'"):
         override(Config(), index={"backend": "milvus", "kind": "hash"})
@@ -165,9 +104,9 @@ def test_uri_and_config_validation(tmp_path) -> None:
 def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path) -> None:
     """Same model and database through both backends: identical hits, over the real HTTP API."""
     from index_builder.build import build_index
-    from retrieval.manifest import read_manifest
-    from retrieval.search import open_searcher
-    from retrieval.server import create_app
+    from retrieval.service.manifest import read_manifest
+    from retrieval.service.search import open_searcher
+    from retrieval.service.server import create_app
 
     faiss_cfg, _ = tiny_trained
     work = tmp_path / "work"

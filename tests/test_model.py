@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from retrieval.codes import pack
-from retrieval.config import ModelConfig
-from retrieval.model import HashNet, load_checkpoint, read_card, save_checkpoint
+from retrieval.core.codes import pack
+from retrieval.core.config import ModelConfig
+from retrieval.core.model import HashNet, load_checkpoint, read_card, save_checkpoint
 
 CFG = ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32, freeze_backbone=False)
 
@@ -63,7 +63,7 @@ def test_missing_pretrained_file_says_so():
 
 
 def test_resolve_device_picks_cuda_only_when_present():
-    from retrieval.model import resolve_device
+    from retrieval.core.model import resolve_device
 
     has_cuda = torch.cuda.is_available()
     assert resolve_device("auto") == ("cuda" if has_cuda else "cpu")

@@ -19,10 +19,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
                                                response_schema_conformance, status_code_conformance)
 
-from hostile import live_server
-from retrieval.config import override
-from retrieval.server import api, create_app
-from test_server import build_tiny_service
+from testkit.servers import live_server
+from retrieval.core.config import override
+from retrieval.service.server import api, create_app
+from testkit.service import build_tiny_service
 
 TOKEN = "openapi-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -54,7 +54,7 @@ def _described(rule: str) -> str:
 def test_served_description_is_the_packaged_file_and_covers_every_route(live) -> None:
     served = requests.get(live + "/api/openapi.json", timeout=10)
     assert served.status_code == 200 and served.headers["Content-Type"] == "application/json"
-    packaged = json.loads(resources.files("retrieval").joinpath("openapi.json").read_text())
+    packaged = json.loads(resources.files("retrieval.service").joinpath("openapi.json").read_text())
     assert served.json() == packaged and packaged["openapi"].startswith("3.")
     app = Flask("rules")
     app.register_blueprint(api)
@@ -65,7 +65,7 @@ def test_served_description_is_the_packaged_file_and_covers_every_route(live) ->
 
 # (path, method, mode); negative requests only where there is an input to get wrong
 OPERATIONS = [(path, method, mode) for path, ops in json.loads(
-    resources.files("retrieval").joinpath("openapi.json").read_text())["paths"].items()
+    resources.files("retrieval.service").joinpath("openapi.json").read_text())["paths"].items()
     for method, op in ops.items() for mode in GenerationMode
     if mode is GenerationMode.POSITIVE or "parameters" in op or "requestBody" in op]
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_folder_dataset
-from retrieval.codes import hamming
-from retrieval.config import Config, override
+from testkit.data import make_folder_dataset
+from retrieval.core.codes import hamming
+from retrieval.core.config import Config, override
 
 pytestmark = pytest.mark.slow
 
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 def test_vgg11_at_224px_trains_indexes_searches_and_protects(tmp_path):
     from index_builder.build import build_index
     from index_builder.dpsh import train
-    from privacy.client import local_protector
-    from retrieval.imaging import load_image, to_tensor
-    from retrieval.search import open_searcher
+    from hashveil.local import local_protector
+    from retrieval.core.imaging import load_image, to_tensor
+    from retrieval.service.search import open_searcher
 
     data = make_folder_dataset(tmp_path / "data", n=24, size=64)
     cfg = override(

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-from conftest import write_config
-from retrieval.codes import hamming, parse
-from retrieval.imaging import load_image, to_png, to_tensor
-from retrieval.model import load_checkpoint
-from retrieval.store import Store
+from retrieval.core.codes import hamming, parse
+from retrieval.core.imaging import load_image, to_png, to_tensor
+from retrieval.core.model import load_checkpoint
+from retrieval.core.config import override
+from retrieval.service.store import Store
+from testkit.data import tiny_config, write_config
+from testkit.servers import free_port, start_serve, stop
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def hashveil(cfg: Path, *args: str) -> str:
@@ -36,7 +30,8 @@ def hashveil(cfg: Path, *args: str) -> str:
 
 def test_train_build_serve_query_over_http(tmp_path, tiny_data):
     port = free_port()
-    cfg = write_config(tmp_path / "config.toml", tmp_path / "work", tiny_data, port)
+    cfg = write_config(tmp_path / "config.toml",
+                       override(tiny_config(tmp_path / "work", tiny_data), server={"port": port}))
 
     trained = hashveil(cfg, "train")
     assert "map@all" in trained
@@ -50,18 +45,9 @@ def test_train_build_serve_query_over_http(tmp_path, tiny_data):
     local = hashveil(cfg, "search", str(image), "--radius", "3", "--json")
     assert '"results"' in local
 
-    server = subprocess.Popen([sys.executable, "-m", "hashveil", "--config", str(cfg), "serve"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = start_serve(cfg, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                if requests.get(f"{base}/api/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("server did not come up")
         png = to_png(to_tensor(load_image(image)))
         answer = requests.post(f"{base}/api/search", files={"image": ("q.png", png, "image/png")},
                                data={"radius": "3"}, timeout=30).json()
@@ -83,5 +69,4 @@ def test_train_build_serve_query_over_http(tmp_path, tiny_data):
         assert 400 <= bad.status_code < 500 and "error" in bad.json()
         assert requests.get(f"{base}/api/health", timeout=5).ok  # still serving
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server)

@@ -1,7 +1,7 @@
 """Property-based tests (hypothesis) that try to break the code parser, the index and the API.
 
 References are independent of the code under test: bits read with numpy's unpackbits and the
-bit-order formula of retrieval.codes, Hamming distances by counting unequal unpacked bits, and
+bit-order formula of retrieval.core.codes, Hamming distances by counting unequal unpacked bits, and
 for the API only the contract "2xx, or a 4xx JSON body with an error message; never a 5xx".
 Example counts are small so that the file runs in seconds; benchmarks/fuzz_upload.py runs the
 upload fuzzing for as long as asked.
@@ -19,20 +19,20 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from hostile import upload_bytes
-from retrieval.codes import SUPPORTED_BITS, pack, parse, to_hex, unpack
-from retrieval.config import override
-from retrieval.imaging import decode_image
-from retrieval.index import KINDS, BinaryIndex
-from retrieval.server import create_app
-from test_server import BITS, build_tiny_service
+from testkit.hostile import upload_bytes
+from retrieval.core.codes import SUPPORTED_BITS, pack, parse, to_hex, unpack
+from retrieval.core.config import override
+from retrieval.core.imaging import decode_image
+from retrieval.service.index import KINDS, BinaryIndex
+from retrieval.service.server import create_app
+from testkit.service import BITS, build_tiny_service
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKEN = "property-token"
 
 
 def _bits(packed: np.ndarray) -> np.ndarray:
-    """Bit j of each code as retrieval.codes documents it: (packed[j // 8] >> (7 - j % 8)) & 1."""
+    """Bit j of each code as retrieval.core.codes documents it: (packed[j // 8] >> (7 - j % 8)) & 1."""
     j = np.arange(packed.shape[-1] * 8)
     return (packed[..., j // 8] >> (7 - j % 8)) & 1
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrieval.config import ServerConfig, override
-from retrieval.querylog import PRUNE_EVERY, QueryLog
-from retrieval.server import create_app
-from retrieval.store import Store
-from test_server import build_tiny_service
+from retrieval.core.config import ServerConfig, override
+from retrieval.service.querylog import PRUNE_EVERY, QueryLog
+from retrieval.service.server import create_app
+from retrieval.service.store import Store
+from testkit.service import build_tiny_service
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -125,7 +125,7 @@ def test_retention_days_is_validated(bad):
 
 
 def test_default_is_thirty_days_and_the_toml_agrees():
-    from retrieval.config import load_config
+    from retrieval.core.config import load_config
 
     assert ServerConfig().log_retention_days == 30
     assert load_config(Path(__file__).parents[1] / "config.toml").server.log_retention_days == 30

@@ -9,86 +9,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from retrieval.codes import hamming, to_hex
-from retrieval.config import Config, ModelConfig, override
-from retrieval.imaging import decode_image, to_tensor
-from retrieval.index import BinaryIndex
-from retrieval.manifest import Manifest, read_manifest, verify, write_manifest
-from retrieval.model import HashNet, file_sha256, load_checkpoint, save_checkpoint
-from retrieval.search import open_searcher
-from retrieval.server import create_app
-from retrieval.store import ImageRow, Store
-
-LABELS = ("circle", "square", "stripe", "noise")
-N_IMAGES = 200
-BITS = 16
-
-
-def _png(rng: np.random.Generator, size: int = 32) -> bytes:
-    """Smooth colour blocks plus noise: varied enough that a random CNN gives varied codes."""
-    cells = rng.integers(0, 256, (*(2 * [int(rng.integers(2, 6))]), 3), dtype=np.uint8)
-    img = np.asarray(Image.fromarray(cells).resize((size, size), Image.Resampling.BILINEAR), np.int16)
-    img = np.clip(img + rng.integers(-20, 21, img.shape), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _centred_model(model_cfg: ModelConfig) -> HashNet:
-    """A randomly initialised HashNet with zero biases, so that its codes are not all alike."""
-    torch.manual_seed(0)
-    model = HashNet(model_cfg).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                module.bias.zero_()
-    return model
-
-
-def build_tiny_service(tmp_path: Path) -> Config:
-    """A complete model + images + index + store + manifest set in tmp_path; returns its Config."""
-    cfg = override(Config(), paths={"work_dir": tmp_path},
-                   model={"backbone": "small_cnn", "hash_bits": BITS, "image_size": 32},
-                   index={"db_url": f"sqlite:///{tmp_path / 'tiny.sqlite'}"},
-                   server={"radius": 2, "max_k": 50, "max_upload_mb": 1})
-    model = _centred_model(cfg.model)
-    card = save_checkpoint(model, tmp_path / "model", model.card(dataset="tiny", label_names=LABELS,
-                                                                metrics={"map": 0.5}))
-    rng = np.random.default_rng(0)
-    root = tmp_path / "images"
-    root.mkdir()
-    rows, tensors = [], []
-    for i in range(N_IMAGES):
-        data = _png(rng)
-        (root / f"{i:03d}.png").write_bytes(data)
-        tensors.append(to_tensor(decode_image(data)))
-        labels = tuple(sorted(rng.choice(LABELS, size=rng.integers(1, 3), replace=False).tolist()))
-        rows.append((1000 + 7 * i, f"{i:03d}.png", labels))
-    codes = model.encode(torch.stack(tensors))
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    index = BinaryIndex.create(BITS, "flat")
-    index.add(codes, ids)
-    index.save(tmp_path / "index" / "index.faiss")
-    store = Store(cfg.db_url)
-    store.create()
-    store.replace_images((ImageRow(i, p, lab, "database", c.tobytes())
-                          for (i, p, lab), c in zip(rows, codes)), LABELS)
-    write_manifest(tmp_path / "index" / "manifest.json", Manifest(
-        model_sha256=card.sha256, hash_bits=BITS, index_file="index.faiss", index_kind="flat",
-        index_sha256=file_sha256(tmp_path / "index" / "index.faiss"), count=N_IMAGES,
-        store_fingerprint=store.fingerprint(), db_url=cfg.db_url, image_root=str(root.resolve()),
-        dataset="tiny", created=datetime.now(timezone.utc).isoformat()))
-    store.close()
-    return cfg
-
+from retrieval.core.codes import hamming, to_hex
+from retrieval.core.config import Config, override
+from retrieval.core.imaging import decode_image, to_tensor
+from retrieval.service.manifest import Manifest, read_manifest, verify, write_manifest
+from retrieval.core.model import file_sha256, load_checkpoint
+from retrieval.service.search import open_searcher
+from retrieval.service.server import create_app
+from retrieval.service.records import ImageRow
+from retrieval.service.store import Store
+from testkit.service import BITS, LABELS, N_IMAGES, build_tiny_service, random_png
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Config:
@@ -197,7 +132,7 @@ def test_anchors_labels_stats_health(client, db) -> None:
         assert client.get("/api/anchors" + q).status_code == 400, q
     labels = client.get("/api/labels").get_json()["labels"]
     assert [entry["name"] for entry in labels] == list(LABELS)
-    store_counts = Store(client.application.config["HASHVEIL_CONFIG"].db_url).label_counts()
+    store_counts = Store(client.application.extensions["hashveil"]["config"].db_url).label_counts()
     assert {e["name"]: e["count"] for e in labels} == store_counts
     stats = client.get("/api/stats").get_json()
     assert (stats["items"], stats["hash_bits"], stats["index_kind"]) == (N_IMAGES, BITS, "flat")
@@ -216,7 +151,7 @@ def test_model_card_and_weights_sha256(client, service) -> None:
 
 
 def _truncated_png() -> bytes:
-    data = _png(np.random.default_rng(5), 64)
+    data = random_png(np.random.default_rng(5), 64)
     return data[: len(data) // 2]
 
 
@@ -322,14 +257,13 @@ def test_manifest_round_trip_and_bad_files(tmp_path) -> None:
 
 
 def test_admin_query_log_needs_the_token(service, monkeypatch) -> None:
-    from retrieval.config import override
-    from retrieval.server import create_app
+    from retrieval.service.server import create_app
 
     monkeypatch.delenv("HASHVEIL_ADMIN_TOKEN", raising=False)
     closed = create_app(service).test_client()
     assert closed.get("/api/admin/queries").status_code == 403  # no token configured: disabled
     app = create_app(override(service, server={"admin_token": "s3cret"})).test_client()
-    png = _png(np.random.default_rng(7))
+    png = random_png(np.random.default_rng(7))
     sent = app.post("/api/search", data={"image": (io.BytesIO(png), "q.png")},
                     content_type="multipart/form-data")
     assert sent.status_code == 200

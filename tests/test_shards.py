@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import save_untrained_model, write_config
+from testkit.data import save_untrained_model, write_config
 from hashveil.cli import main
 from index_builder import shards
 from index_builder.build import build_index
-from retrieval.config import Config, override
-from retrieval.index import BinaryIndex
-from retrieval.manifest import read_manifest
-from retrieval.model import file_sha256
-from retrieval.store import Store
+from retrieval.core.config import Config, override
+from retrieval.service.index import BinaryIndex
+from retrieval.service.manifest import read_manifest
+from retrieval.core.model import file_sha256
+from retrieval.service.store import Store
 
 
 def _twin(cfg: Config, tmp_path: Path, name: str) -> Config:
@@ -135,7 +135,7 @@ def test_merge_refuses_ids_covered_twice(untrained_cfg) -> None:
 def test_cli_shards_then_plain_run_merges(untrained_cfg, tmp_path) -> None:
     cfg = untrained_cfg
     toml = tmp_path / "config.toml"
-    write_config(toml, cfg.work_dir, Path(cfg.data.data_dir))
+    write_config(toml, cfg)
     run = CliRunner()
     out = run.invoke(main, ["--config", str(toml), "build-index", "--shard", "1/2"])
     assert out.exit_code == 0, out.output

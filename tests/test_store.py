@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from retrieval.store import ImageRow, Store
+from retrieval.service.records import ImageRow
+from retrieval.service.store import Store
 
 NAMES = ("cat", "dog", "car", "100%_odd")
 
@@ -223,7 +224,7 @@ def test_large_upload_round_trip_and_limit(store: Store, monkeypatch) -> None:
     qid = store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[1], upload=upload,
                           upload_type="image", remote_addr="::1")
     assert store.logged_upload(qid) == upload
-    monkeypatch.setattr("retrieval.store.MAX_BLOB_BYTES", 1000)
+    monkeypatch.setattr("retrieval.service.store.MAX_BLOB_BYTES", 1000)
     with pytest.raises(ValueError, match="1001 bytes is larger than the store's 1000-byte limit"):
         store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[], upload=b"x" * 1001,
                         upload_type="image", remote_addr=None)
@@ -236,7 +237,7 @@ def test_large_upload_round_trip_and_limit(store: Store, monkeypatch) -> None:
 def test_query_log_ids_are_never_reused(store: Store) -> None:
     from sqlalchemy import delete
 
-    from retrieval.store import QueryLogRecord
+    from retrieval.service.records import QueryLogRecord
 
     kw = dict(code=b"\x00\x01", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
               remote_addr=None)
@@ -250,7 +251,7 @@ def test_query_log_ids_are_never_reused(store: Store) -> None:
 
 
 def test_missing_postgres_binaries_fail_with_the_fix(monkeypatch) -> None:
-    import pg
+    from testkit import postgres as pg
 
     monkeypatch.setattr(pg, "_BIN_GLOB", "/nonexistent/postgresql/*/bin")
     with pytest.raises(FileNotFoundError, match=r"run `make test`"):
@@ -261,11 +262,11 @@ def test_missing_postgres_binaries_fail_with_the_fix(monkeypatch) -> None:
 def test_build_serve_and_query_log_end_to_end(untrained_cfg, db_url, tiny_data) -> None:
     """build-index into the backend, serve it, search by upload: results and log as on SQLite."""
     from index_builder.build import build_index
-    from retrieval.codes import hamming
-    from retrieval.config import override
-    from retrieval.imaging import decode_image, to_tensor
-    from retrieval.model import load_checkpoint
-    from retrieval.server import create_app
+    from retrieval.core.codes import hamming
+    from retrieval.core.config import override
+    from retrieval.core.imaging import decode_image, to_tensor
+    from retrieval.core.model import load_checkpoint
+    from retrieval.service.server import create_app
 
     cfg = override(untrained_cfg, index={"db_url": db_url})
     built = build_index(cfg)

@@ -8,9 +8,9 @@ import torch
 
 from privacy.targets import (anchor_code, carrier_target, p2p_target, pick_target_label,
                              untargeted_target)
-from retrieval.codes import hamming, pack, unpack
-from retrieval.config import ModelConfig
-from retrieval.model import HashNet
+from retrieval.core.codes import hamming, pack, unpack
+from retrieval.core.config import ModelConfig
+from retrieval.core.model import HashNet
 
 A = [+1, +1, -1, -1, +1, -1, +1, -1]
 B = [+1, -1, -1, +1, +1, -1, -1, -1]

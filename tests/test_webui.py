@@ -8,7 +8,6 @@ service actually received (recorded by a WSGI middleware) and its query log.
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,17 +16,18 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from waitress.server import create_server
 
-from privacy.audit import majority_label
-from retrieval.codes import hamming
-from retrieval.config import override
-from retrieval.imaging import decode_image, load_image, to_tensor
-from retrieval.model import load_checkpoint
-from retrieval.search import open_searcher
-from retrieval.server import create_app
-from retrieval.store import Store
-from webui import create_client_app, mount_service_pages
+from retrieval.core.votes import majority_label
+from retrieval.core.codes import hamming
+from retrieval.core.config import override
+from retrieval.core.imaging import decode_image, load_image, to_tensor
+from retrieval.core.model import load_checkpoint
+from retrieval.service.search import open_searcher
+from retrieval.service.server import create_app
+from retrieval.service.store import Store
+from testkit.servers import live_server
+from webui.client import create_client_app
+from webui.service import mount_service_pages
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -57,12 +57,6 @@ class Recorder:
         return self.app(environ, start_response)
 
 
-def _serve(app) -> tuple[str, object]:
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    return f"http://127.0.0.1:{server.effective_port}", server
-
-
 @pytest.fixture(scope="module")
 def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
     """The service with its pages, and a privacy client pointed at it (own work dir, as on another machine)."""
@@ -71,14 +65,12 @@ def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
     app = create_app(cfg)
     mount_service_pages(app)
     recorder = Recorder(app)
-    service_url, service = _serve(recorder)
     client_cfg = override(cfg, paths={"work_dir": tmp_path_factory.mktemp("client")})
-    client_url, client = _serve(create_client_app(service_url, client_cfg))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    yield {"cfg": cfg, "service": service_url, "client": client_url, "recorder": recorder,
-           "store": app.extensions["hashveil_searcher"].store}
-    client.close()
-    service.close()
+    with live_server(recorder) as service_url, \
+            live_server(create_client_app(service_url, client_cfg)) as client_url:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        yield {"cfg": cfg, "service": service_url, "client": client_url, "recorder": recorder,
+               "store": app.extensions["hashveil"]["searcher"].store}
 
 
 @pytest.fixture(scope="module")

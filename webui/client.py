@@ -1,7 +1,7 @@
 """The user's privacy client: a small local app that protects images here and sends only those.
 
 ``create_client_app(server_url, cfg)`` is run on the user's own machine (``hashveil client``).
-It downloads the server's model once (sha256-checked, ``privacy.client.Server.model``), protects
+It downloads the server's model once (sha256-checked, ``privacy.remote.RemoteService.model``), protects
 an image in a background job, shows original / protected / amplified perturbation and the
 convergence curve, and on request sends the protected image, and nothing else, to the server.
 The original and a carrier mode's private image stay in this process: the only call that
@@ -22,14 +22,17 @@ import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from privacy.audit import majority_label
-from privacy.client import MODES, STRENGTHS, Protector, Server, apply_strength
-from retrieval.codes import to_hex
-from retrieval.config import Config
-from retrieval.imaging import decode_image, to_png, to_tensor
-from retrieval.model import HashNet
+from retrieval.core.votes import majority_label
+from privacy.client import Protector
+from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
+from privacy.remote import RemoteService
+from retrieval.core.codes import to_hex
+from retrieval.core.params import parse_int
+from retrieval.core.config import Config
+from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, to_tensor
+from retrieval.core.model import HashNet
 from webui.assets import register_assets
-from webui.imagery import THUMB_MAX, THUMB_MIN, perturbation_png
+from webui.imagery import perturbation_png
 from webui.jobs import Busy, Job, JobRunner
 
 client_pages = Blueprint("client", __name__)
@@ -41,12 +44,9 @@ RESULT_THUMB = 96
 
 def create_client_app(server_url: str, cfg: Config) -> Flask:
     """The local privacy client for the search server at ``server_url`` (http or https)."""
-    parsed = urlparse(server_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"server_url must be an http(s) URL such as http://127.0.0.1:5000; got {server_url!r}")
     app = Flask(__name__, static_folder=None, template_folder=None)  # webui_assets serves both
     app.config["MAX_CONTENT_LENGTH"] = int(2 * cfg.server.max_upload_mb * 2**20) + 65536  # image + private
-    app.extensions["hashveil_client"] = ClientState(Server(server_url), cfg)
+    app.extensions["hashveil_client"] = ClientState(RemoteService(server_url), cfg)
     register_assets(app)
     app.register_blueprint(client_pages)
     app.register_error_handler(HTTPException, _http_error)
@@ -56,7 +56,7 @@ def create_client_app(server_url: str, cfg: Config) -> Flask:
 class ClientState:
     """The server connection, the downloaded model and the job runner of one client app."""
 
-    def __init__(self, server: Server, cfg: Config) -> None:
+    def __init__(self, server: RemoteService, cfg: Config) -> None:
         self.server = server
         self.cfg = cfg
         self.runner = JobRunner(self._protect)
@@ -179,8 +179,7 @@ def protect() -> tuple[Response, int]:
     """Start protecting the uploaded image; 202 with the job's status URL, 409 while one runs."""
     st = _state()
     mode = request.form.get("mode", "semantic")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    check_mode(mode)
     strength = request.form.get("strength", CONFIGURED)
     if strength != CONFIGURED and strength not in STRENGTHS:
         raise ValueError(f"strength must be one of {[CONFIGURED, *STRENGTHS]}; got {strength!r}")
@@ -230,23 +229,15 @@ def image(job_id: str, kind: str) -> Response:
     return resp
 
 
-def _form_int(name: str, lo: int, hi: int) -> int | None:
-    raw = request.form.get(name, "").strip()
-    if raw == "":
-        return None
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValueError(f"{name} must be an int in [{lo}, {hi}]; got {raw!r}")
-    return int(raw)
-
-
 @client_pages.post("/jobs/<job_id>/send")
 def send(job_id: str) -> Response:
     """Send the protected image, and only it, to the server's search; return what came back."""
     job = _job(job_id)
     if job.state != "done":
         abort(409, f"job {job_id} is {job.state}: only a finished protection can be sent")
-    radius, k = _form_int("radius", 0, 1024), _form_int("k", 1, 10**6)
-    answer = _state().server.search(job.pngs["protected"], radius, k)
+    radius = parse_int("radius", request.form.get("radius"), None, 0, 1024)
+    k = parse_int("k", request.form.get("k"), None, 1, 10**6)
+    answer = _state().server.search(job.pngs["protected"], radius=radius, k=k)
     hits = answer.get("results", [])
     label, votes = majority_label(h.get("labels", []) for h in hits)
     job.search = {
@@ -262,11 +253,9 @@ def send(job_id: str) -> Response:
 @client_pages.get("/thumbs/<int:image_id>")
 def thumb(image_id: int) -> Response:
     """A result's thumbnail, fetched from the server by id (so the page needs no other origin)."""
-    raw = request.args.get("size", str(RESULT_THUMB))
-    if not raw.isdigit() or not THUMB_MIN <= int(raw) <= THUMB_MAX:
-        raise ValueError(f"size must be an int in [{THUMB_MIN}, {THUMB_MAX}]; got {raw!r}")
+    size = parse_int("size", request.args.get("size"), RESULT_THUMB, THUMB_MIN, THUMB_MAX)
     try:
-        data = _state().server.image(image_id, int(raw))
+        data = _state().server.image(image_id, size)
     except ValueError as e:  # the server's 4xx/5xx, with its message
         abort(404, str(e))
     resp = Response(data, mimetype="image/png")

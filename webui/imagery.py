@@ -6,21 +6,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retrieval.imaging import decode_image, to_pil, to_png
-
-THUMB_MIN, THUMB_MAX = 16, 512
+from retrieval.core.imaging import decode_image, thumbnail, to_pil, to_png
 
 
 def thumbnail_png(data: bytes, size: int) -> bytes:
     """Decode image bytes (safely, metadata dropped) into a PNG of at most ``size`` pixels a side.
 
-    Raises ValueError for unreadable images or a size outside [16, 512].
+    Raises ValueError for unreadable images or a size outside [THUMB_MIN, THUMB_MAX].
     """
-    if isinstance(size, bool) or not isinstance(size, int) or not THUMB_MIN <= size <= THUMB_MAX:
-        raise ValueError(f"size must be an int in [{THUMB_MIN}, {THUMB_MAX}]; got {size!r}")
-    img = decode_image(data)
-    img.thumbnail((size, size))
-    return to_png(img)
+    return to_png(thumbnail(decode_image(data), size))
 
 
 def perturbation_png(original: torch.Tensor, protected: torch.Tensor) -> tuple[bytes, float]:

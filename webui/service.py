@@ -9,19 +9,17 @@ it, not the token) or as ``Authorization: Bearer <token>`` on each request.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from typing import Any
 
-from flask import (Blueprint, Flask, Response, abort, current_app, redirect, render_template, request,
-                   session, url_for)
+from flask import Blueprint, Flask, Response, abort, redirect, render_template, request, session, url_for
 
-from retrieval.config import Config
-from retrieval.search import Searcher
+from audit.leakage import CONFIDENT_MIN_ITEMS, CONFIDENT_SHARE, describe, hourly
+from retrieval.core.imaging import THUMB_MAX, THUMB_MIN
+from retrieval.service.http import (admin_enabled, current_config, current_searcher, int_param, is_admin,
+                                    log_in_admin, require_admin)
 from webui.assets import register_assets
-from webui.imagery import THUMB_MAX, THUMB_MIN, thumbnail_png
-from webui.leakage import CONFIDENT_MIN_ITEMS, CONFIDENT_SHARE, describe, hourly
+from webui.imagery import thumbnail_png
 
 pages = Blueprint("pages", __name__)
 
@@ -41,26 +39,14 @@ def mount_service_pages(app: Flask) -> None:
     app.register_blueprint(pages)
 
 
-def _searcher() -> Searcher:
-    return current_app.extensions["hashveil_searcher"]
-
-
-def _cfg() -> Config:
-    return current_app.config["HASHVEIL_CONFIG"]
-
-
-def _page_int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    if not raw.strip().isdigit() or not lo <= int(raw) <= hi:
-        abort(400, f"{name} must be an int in [{lo}, {hi}]; got {raw!r}")
-    return int(raw)
+@pages.errorhandler(ValueError)
+def _bad_param(e: ValueError) -> tuple[str, int]:
+    return str(e), 400
 
 
 @pages.get("/")
 def search_page() -> str:
-    s, cfg = _searcher(), _cfg()
+    s, cfg = current_searcher(), current_config()
     return render_template("webui/search.html", radius=min(cfg.server.radius, s.hash_bits),
                            hash_bits=s.hash_bits, max_k=cfg.server.max_k, items=s.index.ntotal,
                            thumb=RESULT_THUMB, max_upload_mb=cfg.server.max_upload_mb)
@@ -69,45 +55,19 @@ def search_page() -> str:
 # admin
 
 
-def _admin_token() -> str:
-    return _cfg().server.admin_secret()
-
-
-def _session_mark(token: str) -> str:
-    """What the session keeps for a logged-in admin: the token keyed with the app's secret."""
-    key = current_app.secret_key
-    key = key if isinstance(key, bytes) else str(key).encode()
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
-
-
-def _is_admin() -> bool:
-    token = _admin_token()
-    if not token:
-        return False
-    given = request.headers.get("Authorization", "")
-    if given.startswith("Bearer "):
-        return hmac.compare_digest(given[7:].encode(), token.encode())
-    mark = session.get("admin")
-    return isinstance(mark, str) and hmac.compare_digest(mark.encode(), _session_mark(token).encode())
-
-
 def _login_page(status: int, error: str = "") -> tuple[str, int]:
-    return render_template("webui/login.html", error=error, enabled=bool(_admin_token())), status
+    return render_template("webui/login.html", error=error, enabled=admin_enabled()), status
 
 
 @pages.route("/admin/login", methods=["GET", "POST"])
 def admin_login() -> Any:
-    token = _admin_token()
-    if not token:
+    if not admin_enabled():
         return _login_page(403, "The attacker's view is disabled: set server.admin_token or "
                                 "HASHVEIL_ADMIN_TOKEN on the server.")
     if request.method == "GET":
         return _login_page(200)
-    given = request.form.get("token", "")
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    if not log_in_admin(request.form.get("token", "")):
         return _login_page(403, "Wrong admin token.")
-    session.clear()
-    session["admin"] = _session_mark(token)
     return redirect(url_for("pages.admin"), code=303)
 
 
@@ -120,14 +80,14 @@ def admin_logout() -> Response:
 @pages.get("/admin")
 def admin() -> Any:
     """The query log as an attacker holding it reads it, with a leakage summary per hour."""
-    if not _admin_token():
+    if not admin_enabled():
         return _login_page(403, "The attacker's view is disabled: set server.admin_token or "
                                 "HASHVEIL_ADMIN_TOKEN on the server.")
-    if not _is_admin():
+    if not is_admin(allow_session=True):
         return _login_page(401, "Log in with the admin token to see the query log.")
-    limit = _page_int("limit", 50, 1, MAX_PAGE)
-    offset = _page_int("offset", 0, 0, 2**31 - 1)
-    store = _searcher().store
+    limit = int_param("limit", 50, 1, MAX_PAGE)
+    offset = int_param("offset", 0, 0, 2**31 - 1)
+    store = current_searcher().store
     window = store.query_log(limit=SUMMARY_WINDOW)
     rows = window[offset:offset + limit] if offset + limit <= SUMMARY_WINDOW else store.query_log(limit, offset)
     images = store.images({i for r in (*window, *rows) for i in r.result_ids})
@@ -144,13 +104,10 @@ def admin() -> Any:
 @pages.get("/admin/queries/<int:query_id>/upload.png")
 def admin_upload_thumbnail(query_id: int) -> Response:
     """A logged upload, decoded and re-encoded as a PNG thumbnail (admin only)."""
-    if not _admin_token():
-        abort(403, "the attacker's view is disabled: set server.admin_token or HASHVEIL_ADMIN_TOKEN")
-    if not _is_admin():
-        abort(401, "log in at /admin/login or send 'Authorization: Bearer <token>'")
-    size = _page_int("size", LOG_THUMB, THUMB_MIN, THUMB_MAX)
+    require_admin(allow_session=True)
+    size = int_param("size", LOG_THUMB, THUMB_MIN, THUMB_MAX)
     try:
-        upload = _searcher().store.logged_upload(query_id)
+        upload = current_searcher().store.logged_upload(query_id)
     except KeyError as e:
         abort(404, e.args[0])
     try:

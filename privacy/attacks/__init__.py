@@ -1,6 +1,7 @@
 """User-side attacks on a hash model, one per module, one contract (privacy.attacks.base).
 
-``make_attack("rnm", model, eps=8/255, steps=100, variant="margin")`` builds one by name.
+``from_config(cfg.privacy, model)`` builds the configured one; ``make_attack("rnm", model,
+eps=8/255, steps=100, variant="margin")`` builds one by name with explicit settings.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from privacy.attacks.base import Attack, Result
 from privacy.attacks.noise import Noise
 from privacy.attacks.rnm import RNM
 from privacy.attacks.tanh import Tanh
+from retrieval.core.config import PrivacyConfig
 
 ATTACKS: dict[str, type[Attack]] = {"rnm": RNM, "tanh": Tanh, "noise": Noise}
 
@@ -24,4 +26,18 @@ def make_attack(name: str, model: nn.Module, **kw: Any) -> Attack:
     return ATTACKS[name](model, **kw)
 
 
-__all__ = ["ATTACKS", "Attack", "Noise", "RNM", "Result", "Tanh", "make_attack"]
+def from_config(cfg: PrivacyConfig, model: nn.Module, **overrides: Any) -> Attack:
+    """The attack ``cfg.method`` with the privacy config's settings; ``overrides`` win.
+
+    The one mapping from config keys to attack arguments: eps, steps and step_size for every
+    method, step_rule for the PGD methods, the RNM reading and margin for RNM.
+    """
+    kw: dict[str, Any] = {"eps": cfg.eps, "steps": cfg.steps, "step_size": cfg.step_size}
+    if cfg.method in ("rnm", "tanh"):
+        kw["step_rule"] = cfg.step_rule
+    if cfg.method == "rnm":
+        kw.update(variant=cfg.rnm_variant, margin=cfg.margin)
+    return make_attack(cfg.method, model, **{**kw, **overrides})
+
+
+__all__ = ["ATTACKS", "Attack", "Noise", "RNM", "Result", "Tanh", "from_config", "make_attack"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrieval.codes import as_codes, unpack
+from retrieval.core.codes import as_codes, unpack
 
 GRID = 255.0
 _GRID_TOL = 1e-4  # in grid units: absorbs float32 error of x * 255 for x on the grid
@@ -49,7 +49,7 @@ class Result:
 
 
 def to_signs(c: torch.Tensor) -> torch.Tensor:
-    """sign(C) as {-1, +1} with 0 -> -1, the convention of ``retrieval.codes.pack``."""
+    """sign(C) as {-1, +1} with 0 -> -1, the convention of ``retrieval.core.codes.pack``."""
     return (c > 0).to(c.dtype) * 2 - 1
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from privacy.attacks.base import Attack, Result, bit_errors, budget
-from retrieval.codes import unpack
+from retrieval.core.codes import unpack
 
 
 class Noise(Attack):

@@ -1,0 +1,117 @@
+"""One labelled image collection: files under a root folder plus multi-hot labels.
+
+Every dataset (``index_builder.datasets``) becomes one :class:`ImageList`, so training, indexing
+and the evaluation never care where the images came from. Images without any label are dropped
+when a list is built (the count is logged): relevance is "shares at least one label", so an
+unlabelled image could never be relevant and would only distort MAP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from retrieval.core.imaging import load_image, to_tensor
+
+log = logging.getLogger(__name__)
+
+LABEL_NAME_FILES = ("labels.txt", "classes.txt")
+
+
+@dataclass(frozen=True, eq=False)
+class ImageList:
+    """Images at ``root / paths[i]`` with multi-hot ``labels[i]``; every image has at least one label."""
+
+    root: Path
+    paths: tuple[str, ...]
+    labels: np.ndarray  # (n, L) uint8 in {0, 1}
+    label_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n, names = len(self.paths), len(self.label_names)
+        if self.labels.dtype != np.uint8 or self.labels.shape != (n, names):
+            raise ValueError(
+                f"labels must be uint8 of shape ({n}, {names}); got {self.labels.dtype} {self.labels.shape}"
+            )
+        if n and (self.labels.max() > 1 or self.labels.sum(axis=1).min() == 0):
+            raise ValueError("labels must be 0/1 with at least one label per image")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def label_sets(self, indices: Sequence[int] | np.ndarray) -> list[tuple[str, ...]]:
+        """Label names of each indexed image, in label order (for display and the store)."""
+        return [
+            tuple(self.label_names[j] for j in np.flatnonzero(self.labels[int(i)]))
+            for i in np.asarray(indices, dtype=np.int64).reshape(-1)
+        ]
+
+    def paths_sha256(self) -> str:
+        """Fingerprint of the image paths, so that saved splits notice a different dataset."""
+        return hashlib.sha256("\n".join(self.paths).encode("utf-8")).hexdigest()
+
+
+def build_image_list(root: Path, paths: list[str], labels: np.ndarray, names: tuple[str, ...]) -> ImageList:
+    """Drop unlabelled images, check that every image file exists (all of them), and wrap up."""
+    dups = [p for p, count in Counter(paths).items() if count > 1]
+    if dups:
+        raise ValueError(f"{root}: images listed twice, e.g. {dups[:3]}")
+    keep = labels.sum(axis=1) > 0
+    if not keep.all():
+        log.warning("dropped %d of %d images with no label: they can never be relevant",
+                    int((~keep).sum()), len(paths))
+    paths = [p for p, k in zip(paths, keep) if k]
+    if not paths:
+        raise ValueError(f"{root}: no image has a label")
+    missing = [p for p in paths if not (root / p).is_file()]
+    if missing:
+        raise ValueError(f"{root}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
+    return ImageList(Path(root), tuple(paths), np.ascontiguousarray(labels[keep]), tuple(names))
+
+
+def clean_path(raw: str, where: str) -> str:
+    """Relative POSIX path inside the root; absolute paths and '..' would escape the data folder."""
+    p = PurePosixPath(raw)
+    if not raw or p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"{where}: image path must be relative and inside the data folder; got {raw!r}")
+    return p.as_posix()
+
+
+def label_names(folder: Path) -> tuple[str, ...] | None:
+    for name in LABEL_NAME_FILES:
+        path = folder / name
+        if path.is_file():
+            names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            if len(set(names)) != len(names):
+                raise ValueError(f"{path} lists a label name twice")
+            return names
+    return None
+
+
+
+class ImageDataset(Dataset):
+    """Images of an ImageList as float (3, S, S) tensors in [0, 1], with their ImageList index."""
+
+    def __init__(self, images: ImageList, indices: np.ndarray, image_size: int) -> None:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.ndim != 1 or (indices.size and (indices.min() < 0 or indices.max() >= len(images))):
+            raise ValueError(f"indices must be 1-D in [0, {len(images)}); got shape {indices.shape}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive; got {image_size!r}")
+        self.images, self.indices, self.image_size = images, indices, image_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        index = int(self.indices[i])
+        img = load_image(self.images.root / self.images.paths[index])
+        return to_tensor(img, self.image_size), index

@@ -1,0 +1,86 @@
+"""Live servers for tests and benchmarks: a WSGI app in a thread, or `hashveil serve` in a child
+process, each on a free loopback port and returned only once it answers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+from waitress.server import create_server
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(app: Callable, threads: int = 4) -> Iterator[str]:
+    """Serve a WSGI app with waitress on a free loopback port in a thread; yields its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        thread.join(timeout=5)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0,
+                 log_path: Path | None = None) -> None:
+    """Return once ``url``/api/health answers; RuntimeError if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log_path.read_text()[-3000:] if log_path else ""
+            raise RuntimeError(f"server exited with {proc.returncode}: {tail}")
+        try:
+            if requests.get(f"{url}/api/health", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"no answer from {url}/api/health within {timeout:.0f} s"
+                       + (f"; log in {log_path}" if log_path else ""))
+
+
+def start_serve(config_path: Path, port: int, *args: str, env: dict[str, str] | None = None,
+                log_path: Path | None = None, timeout: float = 120.0) -> subprocess.Popen:
+    """`hashveil --config FILE serve --port P ARGS` in a child process, returned once it answers.
+
+    Its output goes to ``log_path`` (default: beside the config file).
+    """
+    log_path = log_path or config_path.with_name(f"serve-{port}-{time.monotonic_ns()}.log")
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "hashveil", "--config", str(config_path), "serve",
+                                 "--port", str(port), *args], stdout=log_file, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout, log_path)
+    except RuntimeError:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Terminate a child server, killing it if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
