@@ -63,9 +63,18 @@ def describe(row: QueryLogRow, images: Mapping[int, ImageRow]) -> LoggedQuery:
     label, votes = majority_label(labels for _, labels in results)
     share = votes[label] / len(results) if label is not None else 0.0
     return LoggedQuery(
-        id=row.id, created_at=row.created_at, code_hex=row.code.hex(), radius=row.radius, k=row.k,
-        upload_type=row.upload_type, upload_bytes=None if row.upload is None else len(row.upload),
-        results=results, votes=votes, inferred_label=label, share=share)
+        id=row.id,
+        created_at=row.created_at,
+        code_hex=row.code.hex(),
+        radius=row.radius,
+        k=row.k,
+        upload_type=row.upload_type,
+        upload_bytes=None if row.upload is None else len(row.upload),
+        results=results,
+        votes=votes,
+        inferred_label=label,
+        share=share,
+    )
 
 
 def hourly(queries: Sequence[LoggedQuery]) -> list[HourSummary]:
@@ -73,6 +82,13 @@ def hourly(queries: Sequence[LoggedQuery]) -> list[HourSummary]:
     buckets: dict[datetime, list[LoggedQuery]] = {}
     for q in queries:
         buckets.setdefault(q.created_at.replace(minute=0, second=0, microsecond=0), []).append(q)
-    return [HourSummary(hour, len(qs), sum(q.upload_bytes is not None for q in qs),
-                        sum(q.inferred_label is not None for q in qs), sum(q.confident for q in qs))
-            for hour, qs in sorted(buckets.items(), reverse=True)]
+    return [
+        HourSummary(
+            hour,
+            len(qs),
+            sum(q.upload_bytes is not None for q in qs),
+            sum(q.inferred_label is not None for q in qs),
+            sum(q.confident for q in qs),
+        )
+        for hour, qs in sorted(buckets.items(), reverse=True)
+    ]

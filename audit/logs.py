@@ -26,8 +26,9 @@ def read_log_store(db_url: str, limit: int = 100, offset: int = 0) -> list[Query
         store.close()
 
 
-def read_log_http(server: str, token: str, limit: int = 100, offset: int = 0, *, uploads: bool = True,
-                  timeout: float = 30.0) -> list[QueryLogRow]:
+def read_log_http(
+    server: str, token: str, limit: int = 100, offset: int = 0, *, uploads: bool = True, timeout: float = 30.0
+) -> list[QueryLogRow]:
     """Logged queries from a server's admin API (bearer token), with their uploads when asked."""
     if not token:
         raise ValueError("an admin token is required to read the query log over HTTP")
@@ -35,7 +36,7 @@ def read_log_http(server: str, token: str, limit: int = 100, offset: int = 0, *,
     body = api.get_json("/api/admin/queries", limit=limit, offset=offset)
     where = f"{api.url}/api/admin/queries"
     if not isinstance(body.get("queries"), list):
-        raise ValueError(f"{where} must answer {{\"queries\": [...]}}; got {str(body)[:200]}")
+        raise ValueError(f'{where} must answer {{"queries": [...]}}; got {str(body)[:200]}')
     rows = []
     for item in body["queries"]:
         missing = [f for f in LOG_FIELDS if not isinstance(item, dict) or f not in item]
@@ -44,10 +45,19 @@ def read_log_http(server: str, token: str, limit: int = 100, offset: int = 0, *,
         upload = None
         if uploads and item["has_upload"]:
             upload = api.get(f"/api/admin/queries/{int(item['id'])}/upload").content
-        rows.append(QueryLogRow(int(item["id"]), datetime.fromisoformat(item["created_at"]),
-                                bytes.fromhex(item["code"]), int(item["radius"]),
-                                None if item["k"] is None else int(item["k"]),
-                                tuple(int(i) for i in item["result_ids"]), upload, item["upload_type"], None))
+        rows.append(
+            QueryLogRow(
+                int(item["id"]),
+                datetime.fromisoformat(item["created_at"]),
+                bytes.fromhex(item["code"]),
+                int(item["radius"]),
+                None if item["k"] is None else int(item["k"]),
+                tuple(int(i) for i in item["result_ids"]),
+                upload,
+                item["upload_type"],
+                None,
+            )
+        )
     return rows
 
 

@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from privacy.metrics import linf, psnr
 from retrieval.core.codes import hamming, to_hex
-from retrieval.core.votes import majority_label
 from retrieval.core.imaging import decode_image, to_tensor
 from retrieval.core.model import HashNet
-from retrieval.service.search import Hit, Searcher
+from retrieval.core.votes import majority_label
 from retrieval.service.records import QueryLogRow
+from retrieval.service.search import Hit, Searcher
 
 log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 10
@@ -139,8 +139,13 @@ def leakage(view: AttackerView, true_labels: Iterable[str]) -> float:
     return sum(bool(truth & set(item.labels)) for item in basis) / len(basis) if basis else 0.0
 
 
-def audit_log(searcher: Searcher, rows: Sequence[QueryLogRow], radius: int | None = None,
-              k: int | None = None, true_labels: Mapping[int, Iterable[str]] | None = None) -> AuditReport:
+def audit_log(
+    searcher: Searcher,
+    rows: Sequence[QueryLogRow],
+    radius: int | None = None,
+    k: int | None = None,
+    true_labels: Mapping[int, Iterable[str]] | None = None,
+) -> AuditReport:
     """Re-run the attacker's retrieval for each logged query.
 
     Uploaded images are decoded and encoded with the searcher's model; queries sent as codes use
@@ -158,41 +163,69 @@ def audit_log(searcher: Searcher, rows: Sequence[QueryLogRow], radius: int | Non
                 matches = bool(np.array_equal(code, logged))
             except ValueError as e:
                 note = f"upload unreadable ({e}); used the logged code"
-        view = attacker_view(searcher, code, row.radius if radius is None else radius,
-                             k or row.k or DEFAULT_TOP_K)
-        truth = None if true_labels is None or row.id not in true_labels else tuple(sorted(true_labels[row.id]))
-        entries.append(AuditEntry(
-            row.id, row.created_at.isoformat(), row.upload_type, to_hex(logged), matches, view, truth,
-            None if truth is None else leakage(view, truth),
-            None if truth is None else view.inferred_label in truth, note))
+        view = attacker_view(
+            searcher, code, row.radius if radius is None else radius, k or row.k or DEFAULT_TOP_K
+        )
+        truth = (
+            None if true_labels is None or row.id not in true_labels else tuple(sorted(true_labels[row.id]))
+        )
+        entries.append(
+            AuditEntry(
+                row.id,
+                row.created_at.isoformat(),
+                row.upload_type,
+                to_hex(logged),
+                matches,
+                view,
+                truth,
+                None if truth is None else leakage(view, truth),
+                None if truth is None else view.inferred_label in truth,
+                note,
+            )
+        )
     return AuditReport(tuple(entries), summarise(entries))
 
 
 def summarise(entries: Sequence[AuditEntry]) -> AuditSummary:
     labelled = [e for e in entries if e.true_labels is not None]
     return AuditSummary(
-        queries=len(entries), with_upload=sum(e.upload_type == "image" for e in entries),
+        queries=len(entries),
+        with_upload=sum(e.upload_type == "image" for e in entries),
         labelled=len(labelled),
         mean_leakage=float(np.mean([e.leakage for e in labelled])) if labelled else None,
         inferred_true_share=float(np.mean([e.inferred_is_true for e in labelled])) if labelled else None,
-        code_mismatches=sum(e.code_matches_log is False for e in entries))
+        code_mismatches=sum(e.code_matches_log is False for e in entries),
+    )
 
 
-def audit_pair(model: HashNet | None, searcher: Searcher, original: torch.Tensor, sent: torch.Tensor,
-               radius: int, k: int = DEFAULT_TOP_K) -> PairAudit:
+def audit_pair(
+    model: HashNet | None,
+    searcher: Searcher,
+    original: torch.Tensor,
+    sent: torch.Tensor,
+    radius: int,
+    k: int = DEFAULT_TOP_K,
+) -> PairAudit:
     """Compare what ``original`` would reveal with what ``sent`` revealed. Both (3, H, W) in [0, 1].
 
     ``model`` encodes both (e.g. the client's copy); None uses the searcher's model.
     """
     if original.shape != sent.shape or original.ndim != 3:
-        raise ValueError(f"original and sent must be (3, H, W) of one shape; got {tuple(original.shape)} "
-                         f"and {tuple(sent.shape)}")
+        raise ValueError(
+            f"original and sent must be (3, H, W) of one shape; got {tuple(original.shape)} "
+            f"and {tuple(sent.shape)}"
+        )
     x = torch.stack([original, sent]).float()
     if model is None:
         codes = searcher.encode(x)
     else:
         codes = model.eval().encode(x.to(next(model.parameters()).device))
     views = [attacker_view(searcher, c, radius, k) for c in codes]
-    return PairAudit(views[0], views[1], int(hamming(codes[:1], codes[1:])[0, 0]),
-                     float(psnr(x[1:], x[:1])[0]), float(linf(x[1:], x[:1])[0]) * 255,
-                     len({i.id for i in views[0].within_radius} & {i.id for i in views[1].within_radius}))
+    return PairAudit(
+        views[0],
+        views[1],
+        int(hamming(codes[:1], codes[1:])[0, 0]),
+        float(psnr(x[1:], x[:1])[0]),
+        float(linf(x[1:], x[:1])[0]) * 255,
+        len({i.id for i in views[0].within_radius} & {i.id for i in views[1].within_radius}),
+    )

@@ -46,8 +46,9 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=32)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--radius", type=int, default=2)
-    ap.add_argument("--backends", nargs="+",
-                    default=["faiss-flat", "faiss-hash", "faiss-multihash", "milvus-lite"])
+    ap.add_argument(
+        "--backends", nargs="+", default=["faiss-flat", "faiss-hash", "faiss-multihash", "milvus-lite"]
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     db = rng.integers(0, 256, size=(args.n, args.bits // 8), dtype=np.uint8)
@@ -61,8 +62,10 @@ def main() -> None:
     reference.add(db, ids)
     _, ref = timed(reference, queries, args.radius)
     hits = np.array([len(r[0]) for r in ref])
-    print(f"n={args.n} bits={args.bits} queries={args.queries} radius={args.radius} "
-          f"(hits per query: mean {hits.mean():.1f}, max {hits.max()})")
+    print(
+        f"n={args.n} bits={args.bits} queries={args.queries} radius={args.radius} "
+        f"(hits per query: mean {hits.mean():.1f}, max {hits.max()})"
+    )
     print(f"{'backend':<16} {'build s':>8} {'p50 ms':>8} {'p99 ms':>8}  identical to flat scan")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.backends:
@@ -71,9 +74,11 @@ def main() -> None:
             index.add(db, ids)
             build = time.perf_counter() - t
             t_r, got = timed(index, queries, args.radius)
-            print(f"{name:<16} {build:>8.2f} {np.percentile(t_r, 50):>8.3f} {np.percentile(t_r, 99):>8.3f}  "
-                  f"{'yes' if same(got, ref) else 'NO'} ({sum(not same([g], [r]) for g, r in zip(got, ref))} "
-                  f"of {len(ref)} differ)")
+            print(
+                f"{name:<16} {build:>8.2f} {np.percentile(t_r, 50):>8.3f} {np.percentile(t_r, 99):>8.3f}  "
+                f"{'yes' if same(got, ref) else 'NO'} ({sum(not same([g], [r]) for g, r in zip(got, ref))} "
+                f"of {len(ref)} differ)"
+            )
             if hasattr(index, "close"):
                 index.close()
 

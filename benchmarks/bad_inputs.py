@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from testkit.hostile import bad_inputs, markdown_table, run_bad_inputs
-from testkit.servers import live_server
 from retrieval.core.codes import to_hex
 from retrieval.core.config import override
 from retrieval.service.server import create_app
 from retrieval.service.store import Store
+from testkit.hostile import bad_inputs, markdown_table, run_bad_inputs
+from testkit.servers import live_server
 from testkit.service import BITS, LABELS, build_tiny_service
 
 TOKEN = "bad-inputs-benchmark"
@@ -30,7 +30,9 @@ GOOD_ID = 1000
 
 
 def main() -> int:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = override(build_tiny_service(Path(tmp)), server={"admin_token": TOKEN})
         store = Store(cfg.db_url)
@@ -41,11 +43,13 @@ def main() -> int:
             outcomes = run_bad_inputs(url, cases, {"code": good_code, "radius": 3})
     print(markdown_table(outcomes))
     bad = [o for o in outcomes if not o.ok]
-    print(f"\n{len(outcomes)} bad inputs: {sum(o.status == 200 for o in outcomes)} accepted and converted, "
-          f"{sum(o.status >= 400 for o in outcomes)} refused with a JSON error, "
-          f"{sum(o.status >= 500 for o in outcomes)} 5xx, "
-          f"{sum(o.good_answered for o in outcomes)}/{len(outcomes)} next good queries answered; "
-          f"{len(bad)} unexpected")
+    print(
+        f"\n{len(outcomes)} bad inputs: {sum(o.status == 200 for o in outcomes)} accepted and converted, "
+        f"{sum(o.status >= 400 for o in outcomes)} refused with a JSON error, "
+        f"{sum(o.status >= 500 for o in outcomes)} 5xx, "
+        f"{sum(o.good_answered for o in outcomes)}/{len(outcomes)} next good queries answered; "
+        f"{len(bad)} unexpected"
+    )
     return 1 if bad else 0
 
 

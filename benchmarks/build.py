@@ -15,11 +15,9 @@ import time
 import torch
 
 from index_builder.datasets import open_dataset
-
-from index_builder.imagelist import ImageDataset
-
-from index_builder.splits import make_splits
 from index_builder.features import encode_images
+from index_builder.imagelist import ImageDataset
+from index_builder.splits import make_splits
 from retrieval.core.config import load_config
 from retrieval.core.model import load_checkpoint
 
@@ -48,8 +46,10 @@ def main() -> None:
     start = time.perf_counter()
     encode_images(model, images, ids, batch_size=batch, workers=workers, device="cpu")
     built = len(ids) / (time.perf_counter() - start)
-    print(f"{len(ids)} images, batch {batch}, {workers} loader workers, {torch.get_num_threads()} threads: "
-          f"raw forward {raw:.0f} images/s, build-index path {built:.0f} images/s ({built / raw:.0%} of raw)")
+    print(
+        f"{len(ids)} images, batch {batch}, {workers} loader workers, {torch.get_num_threads()} threads: "
+        f"raw forward {raw:.0f} images/s, build-index path {built:.0f} images/s ({built / raw:.0%} of raw)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ import torch
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from PIL import Image
 
-from testkit.hostile import upload_bytes
 from retrieval.core.imaging import decode_image
 from retrieval.service.server import create_app
+from testkit.hostile import upload_bytes
 from testkit.service import build_tiny_service
 
 BATCH = 200
@@ -62,8 +62,9 @@ def fuzz_once(client, tally: Tally, source: str, data: bytes) -> None:
     except Exception as e:  # noqa: BLE001 - any other exception is the finding
         tally.decoded[type(e).__name__] += 1
         tally.fail(source, "decode_image", f"{type(e).__name__}: {e}", data)
-    resp = client.post("/api/search", data={"image": (io.BytesIO(data), "q")},
-                       content_type="multipart/form-data")
+    resp = client.post(
+        "/api/search", data={"image": (io.BytesIO(data), "q")}, content_type="multipart/form-data"
+    )
     tally.statuses[resp.status_code] += 1
     body = resp.get_json(silent=True) if resp.is_json else None
     if resp.status_code >= 500:
@@ -76,8 +77,13 @@ def run(client, seconds: float, first_seed: int) -> Tally:
     tally = Tally()
     deadline = time.monotonic() + seconds
 
-    @settings(max_examples=BATCH, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=BATCH,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(upload_bytes())
     def batch(upload: tuple[str, bytes]) -> None:
         if time.monotonic() < deadline:
@@ -95,8 +101,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0, help="seed of the first batch; batch i uses seed + i")
     ap.add_argument("--save-failures", type=Path, default=None, help="write each failing input here")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch and FAISS threads; tiny single inputs gain nothing from more")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and FAISS threads; tiny single inputs gain nothing from more",
+    )
     args = ap.parse_args()
     warnings.simplefilter("ignore")  # PIL warns on nearly every corrupt input; failures are counted below
     torch.set_num_threads(args.threads)
@@ -109,10 +119,14 @@ def main() -> int:
     print(f"examples tried: {tally.tried} in {elapsed:.0f} s ({tally.tried / elapsed:.0f}/s)")
     print("inputs: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.sources.items())))
     print("decode_image: " + ", ".join(f"{k} {v}" for k, v in tally.decoded.most_common()))
-    print("/api/search status histogram: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.statuses.items())))
+    print(
+        "/api/search status histogram: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.statuses.items()))
+    )
     for source, where, what, data in tally.failures[:20]:
-        print(f"FAILURE {where} on {source} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}): "
-              f"{what}")
+        print(
+            f"FAILURE {where} on {source} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}): "
+            f"{what}"
+        )
         if args.save_failures:
             args.save_failures.mkdir(parents=True, exist_ok=True)
             (args.save_failures / f"{hashlib.sha256(data).hexdigest()[:16]}.bin").write_bytes(data)

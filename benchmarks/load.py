@@ -58,8 +58,15 @@ def sample_uploads(store: Store, image_root: Path, ids: list[int], n: int = 64) 
     return [(image_root / rows[i].path).read_bytes() for i in sorted(rows)]
 
 
-def client(url: str, seed: int, deadline: float, uploads: list[bytes], hash_bits: int,
-           image_share: float, out: list[Outcome]) -> None:
+def client(
+    url: str,
+    seed: int,
+    deadline: float,
+    uploads: list[bytes],
+    hash_bits: int,
+    image_share: float,
+    out: list[Outcome],
+) -> None:
     """One client: its own connection, a seeded mix of kinds, until the deadline."""
     rng = random.Random(seed)
     with requests.Session() as http:
@@ -68,7 +75,9 @@ def client(url: str, seed: int, deadline: float, uploads: list[bytes], hash_bits
             t = time.perf_counter()
             try:
                 if kind == "image":
-                    r = http.post(url, files={"image": ("q.png", rng.choice(uploads), "image/png")}, timeout=60)
+                    r = http.post(
+                        url, files={"image": ("q.png", rng.choice(uploads), "image/png")}, timeout=60
+                    )
                 else:
                     code = np.array([[rng.randrange(256) for _ in range(hash_bits // 8)]], np.uint8)
                     r = http.post(url, json={"code": to_hex(code[0]), "radius": 2}, timeout=60)
@@ -78,12 +87,15 @@ def client(url: str, seed: int, deadline: float, uploads: list[bytes], hash_bits
             out.append(Outcome(kind, time.perf_counter() - t, error))
 
 
-def run_load(url: str, clients: int, duration: float, uploads: list[bytes], hash_bits: int,
-             image_share: float) -> tuple[list[Outcome], float]:
+def run_load(
+    url: str, clients: int, duration: float, uploads: list[bytes], hash_bits: int, image_share: float
+) -> tuple[list[Outcome], float]:
     out: list[Outcome] = []  # list.append is atomic under the GIL
     deadline = time.monotonic() + duration
-    workers = [threading.Thread(target=client, args=(url, c, deadline, uploads, hash_bits, image_share, out))
-               for c in range(clients)]
+    workers = [
+        threading.Thread(target=client, args=(url, c, deadline, uploads, hash_bits, image_share, out))
+        for c in range(clients)
+    ]
     t = time.perf_counter()
     for w in workers:
         w.start()
@@ -105,24 +117,32 @@ def report(out: list[Outcome], wall: float, clients: int, logged: int, retention
         print("error:", message)
     expected = len(ok) if retention_days > 0 else 0
     lost, extra = max(0, expected - logged), max(0, logged - expected)
-    print(f"load: {clients} clients, {wall:.1f} s, {len(out)} requests, {len(out) / wall:.1f} req/s, "
-          f"errors {sum(errors.values())} {dict(errors)}, log rows +{logged} for {expected} logged searches: "
-          f"lost {lost}, extra {extra}")
+    print(
+        f"load: {clients} clients, {wall:.1f} s, {len(out)} requests, {len(out) / wall:.1f} req/s, "
+        f"errors {sum(errors.values())} {dict(errors)}, log rows +{logged} for {expected} logged searches: "
+        f"lost {lost}, extra {extra}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", type=Path, help="a config whose work_dir holds a built set (default: a tiny set)")
+    ap.add_argument(
+        "--config", type=Path, help="a config whose work_dir holds a built set (default: a tiny set)"
+    )
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     ap.add_argument("--threads", type=int, default=8, help="waitress worker threads")
-    ap.add_argument("--image-share", type=float, default=0.5, help="fraction of requests that upload an image")
+    ap.add_argument(
+        "--image-share", type=float, default=0.5, help="fraction of requests that upload an image"
+    )
     args = ap.parse_args()
     if not 1 <= args.clients <= MAX_CLIENTS:
         ap.error(f"--clients must be in [1, {MAX_CLIENTS}]; got {args.clients}")
     if not 0 < args.duration <= 3600 or not 0 <= args.image_share <= 1:
-        ap.error(f"--duration must be in (0, 3600] and --image-share in [0, 1]; got {args.duration}, "
-                 f"{args.image_share}")
+        ap.error(
+            f"--duration must be in (0, 3600] and --image-share in [0, 1]; got {args.duration}, "
+            f"{args.image_share}"
+        )
     with tempfile.TemporaryDirectory(prefix="hashveil-load-") as tmp:
         config = args.config or tiny_set(Path(tmp))
         cfg = load_config(config)
@@ -134,8 +154,14 @@ def main() -> None:
         server = start_serve(config, port, "--threads", str(args.threads), log_path=Path(tmp) / "server.log")
         try:
             before = store.query_log_count()  # after the server's start-up prune
-            out, wall = run_load(f"http://127.0.0.1:{port}/api/search", args.clients, args.duration,
-                                 uploads, manifest.hash_bits, args.image_share)
+            out, wall = run_load(
+                f"http://127.0.0.1:{port}/api/search",
+                args.clients,
+                args.duration,
+                uploads,
+                manifest.hash_bits,
+                args.image_share,
+            )
             logged = store.query_log_count() - before
         finally:
             stop(server)

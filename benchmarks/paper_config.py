@@ -50,12 +50,19 @@ def main() -> None:
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU"
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="vgg11", hash_bits=args.bits, image_size=224, freeze_backbone=False,
-                      pretrained=args.pretrained)
+    cfg = ModelConfig(
+        backbone="vgg11",
+        hash_bits=args.bits,
+        image_size=224,
+        freeze_backbone=False,
+        pretrained=args.pretrained,
+    )
     model = HashNet(cfg, load_pretrained=bool(args.pretrained)).to(device)
     x = torch.rand(args.batch, 3, 224, 224, device=device)
-    print(f"VGG-11 DPSH, {args.bits} bits, 224 px, batch {args.batch}, on {device} ({name}), "
-          f"torch {torch.__version__}")
+    print(
+        f"VGG-11 DPSH, {args.bits} bits, 224 px, batch {args.batch}, on {device} ({name}), "
+        f"torch {torch.__version__}"
+    )
 
     model.eval()
     hash_s = timed(lambda: model.encode(x), device, args.repeats)
@@ -73,8 +80,9 @@ def main() -> None:
     train_s = timed(train_step, device, args.repeats)
 
     model.eval()
-    attack = make_attack("rnm", model, eps=8 / 255, steps=args.steps, step_size=8 / 255,
-                         step_rule="scaled", early_stop=False)
+    attack = make_attack(
+        "rnm", model, eps=8 / 255, steps=args.steps, step_size=8 / 255, step_rule="scaled", early_stop=False
+    )
     targets = np.packbits(np.random.default_rng(0).integers(0, 2, (args.batch, args.bits)) > 0, axis=1)
     protect_s = timed(lambda: attack(x, targets), device, max(1, args.repeats - 1))
 
@@ -82,8 +90,10 @@ def main() -> None:
     print(f"hashing:    {per / hash_s:8.1f} images/s  ({1000 * hash_s / per:.1f} ms per image)")
     print(f"training:   {per / train_s:8.1f} images/s  ({1000 * train_s / per:.1f} ms per image per step)")
     per_step = protect_s / per / args.steps
-    print(f"protection: {1000 * per_step:8.2f} ms per image per PGD step; "
-          f"{per_step * 10:.2f} s per image for 10 steps, {per_step * 100:.2f} s for 100 (privacy.steps)")
+    print(
+        f"protection: {1000 * per_step:8.2f} ms per image per PGD step; "
+        f"{per_step * 10:.2f} s per image for 10 steps, {per_step * 100:.2f} s for 100 (privacy.steps)"
+    )
 
 
 if __name__ == "__main__":

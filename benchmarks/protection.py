@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 
 from index_builder.datasets import open_dataset
-
 from index_builder.splits import make_splits
 from privacy.attacks import from_config
 from privacy.metrics import psnr
@@ -48,7 +47,7 @@ def targets(store: Store, own: list[tuple[str, ...]], n_anchor: int, seed: int):
 def run(attack, x: torch.Tensor, t: np.ndarray, batch: int):
     parts, start = [], time.perf_counter()
     for i in range(0, len(x), batch):
-        parts.append(attack(x[i:i + batch], t[i:i + batch]))
+        parts.append(attack(x[i : i + batch], t[i : i + batch]))
     seconds = time.perf_counter() - start
     images = torch.cat([p.images for p in parts])
     its = torch.cat([p.iterations for p in parts]).numpy()
@@ -79,8 +78,11 @@ def main() -> None:
     ap.add_argument("--tanh-steps", type=int, default=500)
     ap.add_argument("--single", type=int, default=10, help="images timed one at a time")
     ap.add_argument("--robust-margin", type=float, default=2.0)
-    ap.add_argument("--methods", nargs="+", help="only these rows (rnm-proximal rnm-margin rnm-margin-sign "
-                                                  "rnm-literal tanh); default: all")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        help="only these rows (rnm-proximal rnm-margin rnm-margin-sign rnm-literal tanh); default: all",
+    )
     ap.add_argument("--no-robustness", action="store_true", help="skip the re-encoding check")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -95,17 +97,25 @@ def main() -> None:
     p2s, p2p, _ = targets(store, images.label_sets(idx), cfg.privacy.n_anchor, cfg.privacy.seed)
     with torch.no_grad():
         c = model(x)
-    print(f"model {card.backbone} {card.hash_bits} bits, {len(x)} queries, eps {cfg.privacy.eps * 255:.1f}/255, "
-          f"mean |C(x)| {c.abs().mean():.3f}")
-    print(f"step rule {p.step_rule}, largest step {p.step_size * 255:.0f}/255 (rnm-margin-sign: sign steps of 1/255)")
-    print(f"{'method':<16} {'target':<6} {'reached':>8} {'median it':>9} {'p95 it':>7} "
-          f"{'s/img batch':>11} {'s/img single':>12} {'PSNR dB':>8}")
+    print(
+        f"model {card.backbone} {card.hash_bits} bits, {len(x)} queries, eps {cfg.privacy.eps * 255:.1f}/255, "
+        f"mean |C(x)| {c.abs().mean():.3f}"
+    )
+    print(
+        f"step rule {p.step_rule}, largest step {p.step_size * 255:.0f}/255 (rnm-margin-sign: sign steps of 1/255)"
+    )
+    print(
+        f"{'method':<16} {'target':<6} {'reached':>8} {'median it':>9} {'p95 it':>7} "
+        f"{'s/img batch':>11} {'s/img single':>12} {'PSNR dB':>8}"
+    )
     sign = {"step_rule": "sign", "step_size": 1 / 255}
-    methods = [("rnm-proximal", {"method": "rnm", "rnm_variant": "proximal", "steps": args.steps}),
-               ("rnm-margin", {"method": "rnm", "rnm_variant": "margin", "steps": args.steps}),
-               ("rnm-margin-sign", {"method": "rnm", "rnm_variant": "margin", "steps": args.steps, **sign}),
-               ("rnm-literal", {"method": "rnm", "rnm_variant": "literal", "steps": args.steps}),
-               ("tanh", {"method": "tanh", "steps": args.tanh_steps})]
+    methods = [
+        ("rnm-proximal", {"method": "rnm", "rnm_variant": "proximal", "steps": args.steps}),
+        ("rnm-margin", {"method": "rnm", "rnm_variant": "margin", "steps": args.steps}),
+        ("rnm-margin-sign", {"method": "rnm", "rnm_variant": "margin", "steps": args.steps, **sign}),
+        ("rnm-literal", {"method": "rnm", "rnm_variant": "literal", "steps": args.steps}),
+        ("tanh", {"method": "tanh", "steps": args.tanh_steps}),
+    ]
     methods = [m for m in methods if not args.methods or m[0] in args.methods]
     default_images = None
     for name, changes in methods:
@@ -115,16 +125,19 @@ def main() -> None:
             reached = hamming(codes, t).diagonal() == 0
             _, _, _, single = run(attack, x[: args.single], t[: args.single], 1)
             it_ok = its[reached] if reached.any() else np.array([np.nan])
-            print(f"{name:<16} {kind:<6} {reached.mean():>8.1%} {np.median(it_ok):>9.0f} "
-                  f"{np.percentile(it_ok, 95):>7.0f} {seconds / len(x):>11.3f} {single / args.single:>12.3f} "
-                  f"{psnr(adv, x).mean():>8.2f}")
+            print(
+                f"{name:<16} {kind:<6} {reached.mean():>8.1%} {np.median(it_ok):>9.0f} "
+                f"{np.percentile(it_ok, 95):>7.0f} {seconds / len(x):>11.3f} {single / args.single:>12.3f} "
+                f"{psnr(adv, x).mean():>8.2f}"
+            )
             if name == "rnm-proximal" and kind == "P2S":
                 default_images = adv
     if args.no_robustness or default_images is None:
         return
     print("robustness of rnm-proximal P2S codes to re-encoding by the server (share still at target):")
-    attack_m = from_config(replace(p, method="rnm", rnm_variant="proximal", steps=args.steps,
-                                   margin=args.robust_margin), model)
+    attack_m = from_config(
+        replace(p, method="rnm", rnm_variant="proximal", steps=args.steps, margin=args.robust_margin), model
+    )
     with_margin, _, _, _ = run(attack_m, x, p2s, args.batch)
     for how in ("jpeg90", "jpeg75", "resize0.9"):
         shares = []

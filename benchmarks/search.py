@@ -64,8 +64,10 @@ def main() -> None:
             floor = read_floor(db)
             t_np, ref = timed(lambda q: numpy_range(db, q, args.radius), queries)
             print(f"{n:>9} {bits:>4} {'read codes once':<22} {floor:>8.3f} {'':>8}")
-            print(f"{n:>9} {bits:>4} {'numpy popcount r=' + str(args.radius):<22} "
-                  f"{np.percentile(t_np, 50):>8.3f} {np.percentile(t_np, 99):>8.3f}")
+            print(
+                f"{n:>9} {bits:>4} {'numpy popcount r=' + str(args.radius):<22} "
+                f"{np.percentile(t_np, 50):>8.3f} {np.percentile(t_np, 99):>8.3f}"
+            )
             for kind in ("flat", "hash", "multihash"):
                 index = BinaryIndex.create(bits, kind)
                 t = time.perf_counter()
@@ -74,10 +76,14 @@ def main() -> None:
                 t_r, got = timed(lambda q: index.range_search(q, args.radius)[0][0], queries)
                 mismatches = sum(not np.array_equal(g, r) for g, r in zip(got, ref))
                 t_k, _ = timed(lambda q: index.knn(q, args.k), queries)
-                print(f"{n:>9} {bits:>4} {kind + ' r=' + str(args.radius):<22} {np.percentile(t_r, 50):>8.3f} "
-                      f"{np.percentile(t_r, 99):>8.3f}   build {build:.2f} s, mismatches {mismatches}")
-                print(f"{n:>9} {bits:>4} {kind + ' knn k=' + str(args.k):<22} {np.percentile(t_k, 50):>8.3f} "
-                      f"{np.percentile(t_k, 99):>8.3f}")
+                print(
+                    f"{n:>9} {bits:>4} {kind + ' r=' + str(args.radius):<22} {np.percentile(t_r, 50):>8.3f} "
+                    f"{np.percentile(t_r, 99):>8.3f}   build {build:.2f} s, mismatches {mismatches}"
+                )
+                print(
+                    f"{n:>9} {bits:>4} {kind + ' knn k=' + str(args.k):<22} {np.percentile(t_k, 50):>8.3f} "
+                    f"{np.percentile(t_k, 99):>8.3f}"
+                )
 
 
 if __name__ == "__main__":

@@ -24,15 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from evaluation.options import EvalOptions
 from index_builder.datasets import open_dataset
-
-from index_builder.imagelist import ImageDataset, ImageList
-
-from index_builder.splits import Splits, make_splits
 from index_builder.dpsh import train, train_key
 from index_builder.features import cached_features, encode_images, head_codes
+from index_builder.imagelist import ImageDataset, ImageList
+from index_builder.splits import Splits, make_splits
 from privacy.attacks import from_config
-from evaluation.options import EvalOptions
 from privacy.metrics import psnr
 from privacy.targets import anchor_code, pick_target_label, untargeted_target
 from retrieval.core.config import Config, PrivacyConfig, override
@@ -49,11 +47,11 @@ TARGETS = ("p2p", "p2s", "complement")
 class QuerySample:
     """The seeded queries and their targets. Rows index the database split (``Bench.db_*``)."""
 
-    index: np.ndarray          # (n,) indices into the ImageList, sorted
-    labels: np.ndarray         # (n, L) multi-hot
-    target_label: np.ndarray   # (n,) label column
-    anchor_rows: np.ndarray    # (n, n_anchor) rows of the database split
-    p2p_row: np.ndarray        # (n,) one of anchor_rows
+    index: np.ndarray  # (n,) indices into the ImageList, sorted
+    labels: np.ndarray  # (n, L) multi-hot
+    target_label: np.ndarray  # (n,) label column
+    anchor_rows: np.ndarray  # (n, n_anchor) rows of the database split
+    p2p_row: np.ndarray  # (n,) one of anchor_rows
 
     def target_onehot(self, n_labels: int) -> np.ndarray:
         out = np.zeros((len(self.index), n_labels), dtype=np.uint8)
@@ -67,9 +65,9 @@ class Bench:
 
     bits: int
     model: HashNet
-    db_codes: np.ndarray       # (m, K/8)
-    images: torch.Tensor       # (n, 3, S, S) query images in [0, 1]
-    codes: np.ndarray          # (n, K/8) codes of the unmodified queries
+    db_codes: np.ndarray  # (m, K/8)
+    images: torch.Tensor  # (n, 3, S, S) query images in [0, 1]
+    codes: np.ndarray  # (n, K/8) codes of the unmodified queries
     targets: dict[str, np.ndarray]  # "p2p" | "p2s" | "complement" -> (n, K/8)
 
 
@@ -77,11 +75,11 @@ class Bench:
 class Outcome:
     """An attack run over (a prefix of) the query sample; images are not kept."""
 
-    codes: np.ndarray          # (n, K/8)
-    psnr: np.ndarray           # (n,) dB
-    iterations: np.ndarray     # (n,)
-    reached: np.ndarray        # (n,) bool
-    trace: np.ndarray          # (steps + 1, n) Hamming distance to the target per iteration
+    codes: np.ndarray  # (n, K/8)
+    psnr: np.ndarray  # (n,) dB
+    iterations: np.ndarray  # (n,)
+    reached: np.ndarray  # (n,) bool
+    trace: np.ndarray  # (steps + 1, n) Hamming distance to the target per iteration
 
 
 @dataclass
@@ -129,8 +127,9 @@ class Workbench:
     def sample(self) -> QuerySample:
         """The seeded query sample and its targets (module docstring)."""
         if self._sample is None:
-            self._sample = draw_sample(*self.data(), self.options.queries, self.cfg.privacy.n_anchor,
-                                       self.options.seed)
+            self._sample = draw_sample(
+                *self.data(), self.options.queries, self.cfg.privacy.n_anchor, self.options.seed
+            )
         return self._sample
 
     def bench(self, bits: int) -> Bench:
@@ -143,11 +142,14 @@ class Workbench:
         model = model_for_bits(self.cfg, bits).to(self.device).eval()
         kw = dict(batch_size=self.cfg.index.batch_size, workers=self.cfg.index.workers, device=self.device)
         if self.cfg.model.freeze_backbone:
-            feats = cached_features(model, images, splits.database, self.cfg.work_dir / "features",
-                                    desc="database features", **kw)
+            feats = cached_features(
+                model, images, splits.database, self.cfg.work_dir / "features", desc="database features", **kw
+            )
             db_codes = head_codes(model, feats)
         else:
-            db_codes = encode_images(model, images, splits.database, desc=f"hash database ({bits} bits)", **kw)
+            db_codes = encode_images(
+                model, images, splits.database, desc=f"hash database ({bits} bits)", **kw
+            )
         sample = self.sample()
         ds = ImageDataset(images, sample.index, model.image_size)
         x = torch.stack([ds[i][0] for i in range(len(ds))])
@@ -159,19 +161,32 @@ class Workbench:
         }
         return Bench(bits, model, db_codes, x, codes, targets)
 
-    def protect(self, bits: int, method: str, target: str, eps: float, *, steps: int | None = None,
-                queries: int | None = None) -> Outcome:
+    def protect(
+        self,
+        bits: int,
+        method: str,
+        target: str,
+        eps: float,
+        *,
+        steps: int | None = None,
+        queries: int | None = None,
+    ) -> Outcome:
         """Run (or recall) ``method`` toward ``target`` codes on the first ``queries`` queries.
 
         PGD attacks stop early once an image's code equals its target and hold its trace at the
         final distance (the Result contract); the noise baseline always perturbs (no early stop).
         """
         if method not in METHODS or target not in TARGETS:
-            raise ValueError(f"method must be in {METHODS} and target in {TARGETS}; got {method!r}, {target!r}")
+            raise ValueError(
+                f"method must be in {METHODS} and target in {TARGETS}; got {method!r}, {target!r}"
+            )
         n = min(queries or self.options.queries, len(self.sample().index))
         target = "p2s" if method == "noise" else target  # noise ignores its target; share one run
-        steps = 1 if method == "noise" else steps or (self.options.tanh_steps if method == "tanh"
-                                                     else self.rnm_steps)
+        steps = (
+            1
+            if method == "noise"
+            else steps or (self.options.tanh_steps if method == "tanh" else self.rnm_steps)
+        )
         key = (bits, method, target, round(eps, 8), steps, n)
         if key not in self._outcomes:
             self._outcomes[key] = self._run(bits, method, target, eps, steps, n)
@@ -181,45 +196,77 @@ class Workbench:
         bench, p = self.bench(bits), self.cfg.privacy
         parts = []
         batches = range(0, n, self.options.batch_size)
-        for start in tqdm(batches, desc=f"{method} {target} {bits} bits eps {eps:.3f}", unit="batch",
-                          leave=False):
+        for start in tqdm(
+            batches, desc=f"{method} {target} {bits} bits eps {eps:.3f}", unit="batch", leave=False
+        ):
             stop = min(start + self.options.batch_size, n)
             # a seed per batch: the noise baseline draws fresh noise for every batch, reproducibly
-            attack = make_attack_for(method, bench.model, p, eps=eps, steps=steps, seed=self.options.seed + start)
+            attack = make_attack_for(
+                method, bench.model, p, eps=eps, steps=steps, seed=self.options.seed + start
+            )
             x = bench.images[start:stop].to(self.device)
             r = attack(x, bench.targets[target][start:stop])
-            parts.append((r.codes, psnr(r.images.cpu(), x.cpu()).numpy(), r.iterations.cpu().numpy(),
-                          r.reached.cpu().numpy(), r.trace.cpu().numpy()))
+            parts.append(
+                (
+                    r.codes,
+                    psnr(r.images.cpu(), x.cpu()).numpy(),
+                    r.iterations.cpu().numpy(),
+                    r.reached.cpu().numpy(),
+                    r.trace.cpu().numpy(),
+                )
+            )
         codes, ps, its, reached, traces = zip(*parts)
-        return Outcome(np.concatenate(codes), np.concatenate(ps), np.concatenate(its),
-                       np.concatenate(reached), np.concatenate(traces, axis=1))
+        return Outcome(
+            np.concatenate(codes),
+            np.concatenate(ps),
+            np.concatenate(its),
+            np.concatenate(reached),
+            np.concatenate(traces, axis=1),
+        )
 
     def map_own(self, bits: int, codes: np.ndarray) -> MapResult:
         """MAP of codes of the first len(codes) queries against their own labels."""
         labels = self.sample().labels[: len(codes)]
-        return mean_average_precision(codes, labels, self.bench(bits).db_codes, self.db_labels,
-                                      self.db_ids, self.topk)
+        return mean_average_precision(
+            codes, labels, self.bench(bits).db_codes, self.db_labels, self.db_ids, self.topk
+        )
 
     def t_map(self, bits: int, codes: np.ndarray) -> MapResult:
         """t-MAP of codes of the first len(codes) queries against their target labels."""
-        return t_map(codes, self.sample().target_label[: len(codes)], self.bench(bits).db_codes,
-                     self.db_labels, self.db_ids, self.topk)
+        return t_map(
+            codes,
+            self.sample().target_label[: len(codes)],
+            self.bench(bits).db_codes,
+            self.db_labels,
+            self.db_ids,
+            self.topk,
+        )
 
     def write_protocol(self, out_dir: Path) -> Path:
         """queries.json: which queries and targets were used, for provenance and re-checks."""
         images, _ = self.data()
         s = self.sample()
         path = Path(out_dir) / "queries.json"
-        path.write_text(json.dumps({
-            "seed": self.options.seed, "n_anchor": self.cfg.privacy.n_anchor, "map_topk": self.topk,
-            "query_index": s.index.tolist(), "target_label": [images.label_names[j] for j in s.target_label],
-            "anchor_ids": self.db_ids[s.anchor_rows].tolist(), "p2p_id": self.db_ids[s.p2p_row].tolist(),
-        }, indent=1))
+        path.write_text(
+            json.dumps(
+                {
+                    "seed": self.options.seed,
+                    "n_anchor": self.cfg.privacy.n_anchor,
+                    "map_topk": self.topk,
+                    "query_index": s.index.tolist(),
+                    "target_label": [images.label_names[j] for j in s.target_label],
+                    "anchor_ids": self.db_ids[s.anchor_rows].tolist(),
+                    "p2p_id": self.db_ids[s.p2p_row].tolist(),
+                },
+                indent=1,
+            )
+        )
         return path
 
 
-def open_workbench(cfg: Config, out_dir: Path, options: EvalOptions | None,
-                   workbench: Workbench | None) -> tuple[Workbench, Path]:
+def open_workbench(
+    cfg: Config, out_dir: Path, options: EvalOptions | None, workbench: Workbench | None
+) -> tuple[Workbench, Path]:
     """The shared workbench (a new one unless given) and the created output folder."""
     wb = workbench if workbench is not None else Workbench(cfg, options or EvalOptions())
     out = Path(out_dir)
@@ -253,23 +300,36 @@ def draw_sample(images: ImageList, splits: Splits, queries: int, n_anchor: int, 
         target.append(j)
         anchors.append(rows)
         p2p.append(rows[rng.integers(n_anchor)])
-    return QuerySample(index, images.labels[index], np.array(target, dtype=np.int64),
-                       np.array(anchors, dtype=np.int64).reshape(len(index), n_anchor),
-                       np.array(p2p, dtype=np.int64))
+    return QuerySample(
+        index,
+        images.labels[index],
+        np.array(target, dtype=np.int64),
+        np.array(anchors, dtype=np.int64).reshape(len(index), n_anchor),
+        np.array(p2p, dtype=np.int64),
+    )
 
 
-def t_map(codes: np.ndarray, target_label: np.ndarray, db_codes: np.ndarray, db_labels: np.ndarray,
-          db_ids: np.ndarray | None = None, topk: int = 0) -> MapResult:
+def t_map(
+    codes: np.ndarray,
+    target_label: np.ndarray,
+    db_codes: np.ndarray,
+    db_labels: np.ndarray,
+    db_ids: np.ndarray | None = None,
+    topk: int = 0,
+) -> MapResult:
     """t-MAP (Huang et al. Sec. 5.2): MAP with each query's labels replaced by its target label.
 
     Shape: codes (n, K/8), target_label (n,) label columns, db_codes (m, K/8), db_labels (m, L).
     """
     target_label = np.asarray(target_label, dtype=np.int64)
     n_labels = np.asarray(db_labels).shape[1]
-    if target_label.shape != (len(codes),) or (target_label.size and not
-                                                0 <= target_label.min() <= target_label.max() < n_labels):
-        raise ValueError(f"target_label must be {len(codes)} label columns in [0, {n_labels}); "
-                         f"got {target_label.tolist()[:10]}")
+    if target_label.shape != (len(codes),) or (
+        target_label.size and not 0 <= target_label.min() <= target_label.max() < n_labels
+    ):
+        raise ValueError(
+            f"target_label must be {len(codes)} label columns in [0, {n_labels}); "
+            f"got {target_label.tolist()[:10]}"
+        )
     onehot = np.zeros((len(codes), n_labels), dtype=np.uint8)
     onehot[np.arange(len(codes)), target_label] = 1
     return mean_average_precision(codes, onehot, db_codes, db_labels, db_ids, topk)
@@ -280,7 +340,9 @@ def model_for_bits(cfg: Config, bits: int) -> HashNet:
     if bits == cfg.model.hash_bits:
         model, card = load_checkpoint(cfg.work_dir / "model")
         if card.config and card.config != json.loads(json.dumps(train_key(cfg))):
-            log.warning("work_dir/model was trained with other settings than this config; evaluating it anyway")
+            log.warning(
+                "work_dir/model was trained with other settings than this config; evaluating it anyway"
+            )
     else:
         bcfg = override(cfg, model={"hash_bits": bits})
         model_dir = cfg.work_dir / "eval" / "models" / f"{bits}bits"

@@ -9,13 +9,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.obfuscation import OBFUSCATIONS, gaussian_noise
 from evaluation.bench import Workbench, make_attack_for, open_workbench
-from evaluation.options import EvalOptions
-from evaluation.report import (PAPER_FIGURE3, Written, markdown_table, pct, pyplot, save_figure,
-                                        write_csv,
-                                        write_markdown)
 from evaluation.gradcam import cam_correlation, cam_entropy, grad_cam, overlay
+from evaluation.obfuscation import OBFUSCATIONS, gaussian_noise
+from evaluation.options import EvalOptions
+from evaluation.report import (
+    PAPER_FIGURE3,
+    Written,
+    markdown_table,
+    pct,
+    pyplot,
+    save_figure,
+    write_csv,
+    write_markdown,
+)
 from privacy.metrics import psnr
 from retrieval.core.codes import hamming
 from retrieval.core.config import Config
@@ -32,7 +39,11 @@ def _on_grid(x: torch.Tensor) -> torch.Tensor:
 def _obfuscate(name: str, x: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
     if name not in OBFUSCATIONS:
         raise ValueError(f"unknown obfuscation {name!r}; choose from {sorted(OBFUSCATIONS)}")
-    y = gaussian_noise(x, strength, seed=seed) if name == "gaussian_noise" else OBFUSCATIONS[name](x, strength)
+    y = (
+        gaussian_noise(x, strength, seed=seed)
+        if name == "gaussian_noise"
+        else OBFUSCATIONS[name](x, strength)
+    )
     return _on_grid(y)
 
 
@@ -41,8 +52,9 @@ def _encode(wb: Workbench, bits: int, x: torch.Tensor) -> np.ndarray:
     return np.concatenate([model.encode(b.to(wb.device)) for b in x.split(wb.options.batch_size)])
 
 
-def figure2(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
-            workbench: Workbench | None = None) -> Written:
+def figure2(
+    cfg: Config, out_dir: Path, options: EvalOptions | None = None, *, workbench: Workbench | None = None
+) -> Written:
     """Figure 2: mean Hamming distance to the P2S target per iteration, RNM versus Tanh.
 
     Every method runs the Tanh horizon (``tanh_steps``, the paper's 2000) with early stop; an
@@ -51,7 +63,9 @@ def figure2(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
     wb, out = open_workbench(cfg, out_dir, options, workbench)
     steps, variant = wb.options.tanh_steps, cfg.privacy.rnm_variant
     n = min(wb.options.figure2_queries, len(wb.sample().index))
-    runs = [(f"RNM ({variant})", "rnm")] + ([("RNM (literal)", "rnm-literal")] if variant != "literal" else [])
+    runs = [(f"RNM ({variant})", "rnm")] + (
+        [("RNM (literal)", "rnm-literal")] if variant != "literal" else []
+    )
     runs.append(("Tanh", "tanh"))
     bits_list = wb.options.resolved_bits(cfg)
     rows, summary, curves = [], [], {}
@@ -60,19 +74,45 @@ def figure2(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
             o = wb.protect(bits, method, "p2s", wb.eps, steps=steps, queries=n)
             mean = o.trace.mean(axis=1)
             curves[bits, label] = mean
-            rows += [{"bits": bits, "method": label, "iteration": i, "mean_distance": float(d)}
-                     for i, d in enumerate(mean)]
+            rows += [
+                {"bits": bits, "method": label, "iteration": i, "mean_distance": float(d)}
+                for i, d in enumerate(mean)
+            ]
             its = o.iterations[o.reached]
-            summary.append((bits, label, *(f"{mean[min(k, steps)]:.2f}" for k in (0, 10, 100)),
-                            f"{mean[-1]:.2f}", f"{o.reached.mean():.0%}",
-                            f"{np.median(its):.0f}" if its.size else "-"))
-    table = markdown_table(["Bits", "Method", "At 0", "At 10", "At 100", "Final", "Reached target",
-                            "Median iterations (reached)"], summary)
-    md = write_markdown(out / "figure2.md", "Figure 2: mean Hamming distance to the target per iteration",
-                        table, [f"{n} queries, P2S targets, eps {wb.eps * 255:.1f}/255, {steps} iterations for "
-                                "every method, early stop with the trace held at the final distance.",
-                                "Paper: RNM reaches the target within about 100 iterations; Tanh needs "
-                                "the full 2000 (Figure 2, no table of values)."])
+            summary.append(
+                (
+                    bits,
+                    label,
+                    *(f"{mean[min(k, steps)]:.2f}" for k in (0, 10, 100)),
+                    f"{mean[-1]:.2f}",
+                    f"{o.reached.mean():.0%}",
+                    f"{np.median(its):.0f}" if its.size else "-",
+                )
+            )
+    table = markdown_table(
+        [
+            "Bits",
+            "Method",
+            "At 0",
+            "At 10",
+            "At 100",
+            "Final",
+            "Reached target",
+            "Median iterations (reached)",
+        ],
+        summary,
+    )
+    md = write_markdown(
+        out / "figure2.md",
+        "Figure 2: mean Hamming distance to the target per iteration",
+        table,
+        [
+            f"{n} queries, P2S targets, eps {wb.eps * 255:.1f}/255, {steps} iterations for "
+            "every method, early stop with the trace held at the final distance.",
+            "Paper: RNM reaches the target within about 100 iterations; Tanh needs "
+            "the full 2000 (Figure 2, no table of values).",
+        ],
+    )
     plt = pyplot()
     fig, axes = plt.subplots(1, len(bits_list), figsize=(3.6 * len(bits_list), 3.2), squeeze=False)
     for ax, bits in zip(axes[0], bits_list):
@@ -82,48 +122,91 @@ def figure2(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
         ax.set_ylim(bottom=0)
     axes[0][0].legend(fontsize=7)
     save_figure(fig, out / "figure2.png")
-    return Written("figure2", md, [write_csv(out / "figure2.csv", rows), out / "figure2.md", out / "figure2.png"])
+    return Written(
+        "figure2", md, [write_csv(out / "figure2.csv", rows), out / "figure2.md", out / "figure2.png"]
+    )
 
 
-def figure3(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
-            workbench: Workbench | None = None) -> Written:
+def figure3(
+    cfg: Config, out_dir: Path, options: EvalOptions | None = None, *, workbench: Workbench | None = None
+) -> Written:
     """Figure 3: PSNR and MAP (own labels) of obfuscations and of adversarial protection."""
     wb, out = open_workbench(cfg, out_dir, options, workbench)
     bits = cfg.model.hash_bits
     bench = wb.bench(bits)
     x = bench.images
-    rows = [{"method": "original", "strength": None, "psnr_db": None,
-             "map": wb.map_own(bits, bench.codes).map, "paper_psnr_db": None, "paper_map": 0.91}]
+    rows = [
+        {
+            "method": "original",
+            "strength": None,
+            "psnr_db": None,
+            "map": wb.map_own(bits, bench.codes).map,
+            "paper_psnr_db": None,
+            "paper_map": 0.91,
+        }
+    ]
     for name, strengths in tqdm(wb.options.obfuscations, desc="figure 3", unit="obfuscation"):
         for s in strengths:
             y = _obfuscate(name, x, s, wb.options.seed)
             paper = PAPER_FIGURE3.get(name)
-            rows.append({"method": name, "strength": s, "psnr_db": float(psnr(y, x).mean()),
-                         "map": wb.map_own(bits, _encode(wb, bits, y)).map,
-                         "paper_psnr_db": paper and paper[0], "paper_map": paper and paper[1] / 100})
+            rows.append(
+                {
+                    "method": name,
+                    "strength": s,
+                    "psnr_db": float(psnr(y, x).mean()),
+                    "map": wb.map_own(bits, _encode(wb, bits, y)).map,
+                    "paper_psnr_db": paper and paper[0],
+                    "paper_map": paper and paper[1] / 100,
+                }
+            )
     for eps in wb.options.figure3_eps:
         o = wb.protect(bits, "rnm", "p2s", eps)
         paper = PAPER_FIGURE3.get(f"adversarial eps={eps:g}")
-        rows.append({"method": ADVERSARIAL, "strength": eps, "psnr_db": float(o.psnr.mean()),
-                     "map": wb.map_own(bits, o.codes).map, "paper_psnr_db": paper and paper[0],
-                     "paper_map": paper and paper[1] / 100})
+        rows.append(
+            {
+                "method": ADVERSARIAL,
+                "strength": eps,
+                "psnr_db": float(o.psnr.mean()),
+                "map": wb.map_own(bits, o.codes).map,
+                "paper_psnr_db": paper and paper[0],
+                "paper_map": paper and paper[1] / 100,
+            }
+        )
 
     def num(v, spec):
         return "-" if v is None else format(v, spec)
 
-    table = markdown_table(["Method", "Strength", "PSNR (dB)", "MAP (%)", "Paper PSNR (dB)", "Paper MAP (%)"],
-                           [(r["method"], num(r["strength"], "g"), num(r["psnr_db"], ".2f"), pct(r["map"]),
-                             num(r["paper_psnr_db"], ".2f"), pct(r["paper_map"])) for r in rows])
-    md = write_markdown(out / "figure3.md", f"Figure 3: image quality versus privacy ({bits} bits)", table, [
-        "Strength: mosaic block (pixels), brightness factor, transparency alpha, noise sigma, blur "
-        "sigma (pixels), adversarial eps (pixels). Every image is rounded to 8 bits, as uploaded.",
-        "MAP against each query's own labels: lower protects more. The paper does not give the "
-        "strengths of its traditional methods; its one point per method is shown beside every strength.",
-        f"Adversarial = RNM ('{cfg.privacy.rnm_variant}') toward the P2S anchor of another label, "
-        f"{wb.rnm_steps} steps (the client's semantic mode).",
-    ])
+    table = markdown_table(
+        ["Method", "Strength", "PSNR (dB)", "MAP (%)", "Paper PSNR (dB)", "Paper MAP (%)"],
+        [
+            (
+                r["method"],
+                num(r["strength"], "g"),
+                num(r["psnr_db"], ".2f"),
+                pct(r["map"]),
+                num(r["paper_psnr_db"], ".2f"),
+                pct(r["paper_map"]),
+            )
+            for r in rows
+        ],
+    )
+    md = write_markdown(
+        out / "figure3.md",
+        f"Figure 3: image quality versus privacy ({bits} bits)",
+        table,
+        [
+            "Strength: mosaic block (pixels), brightness factor, transparency alpha, noise sigma, blur "
+            "sigma (pixels), adversarial eps (pixels). Every image is rounded to 8 bits, as uploaded.",
+            "MAP against each query's own labels: lower protects more. The paper does not give the "
+            "strengths of its traditional methods; its one point per method is shown beside every strength.",
+            f"Adversarial = RNM ('{cfg.privacy.rnm_variant}') toward the P2S anchor of another label, "
+            f"{wb.rnm_steps} steps (the client's semantic mode).",
+        ],
+    )
     _scatter(out / "figure3.png", rows, bits)
-    return Written("figure3", md, [write_csv(out / "figure3.csv", rows), out / "figure3.md", out / "figure3.png"])
+    return Written(
+        "figure3", md, [write_csv(out / "figure3.csv", rows), out / "figure3.md", out / "figure3.png"]
+    )
 
 
 def _scatter(path: Path, rows: list[dict], bits: int) -> None:
@@ -145,8 +228,9 @@ def _scatter(path: Path, rows: list[dict], bits: int) -> None:
     save_figure(fig, path)
 
 
-def figure4(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
-            workbench: Workbench | None = None) -> Written:
+def figure4(
+    cfg: Config, out_dir: Path, options: EvalOptions | None = None, *, workbench: Workbench | None = None
+) -> Written:
     """Figure 4: Grad-CAM of the original, each obfuscation and the protected image, as a grid.
 
     The score is C(x) . sign(C(x)) (each image's own code); heatmaps come from the backbone's
@@ -159,36 +243,70 @@ def figure4(cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
     n = min(wb.options.figure4_images, len(wb.sample().index))
     x = bench.images[:n].to(wb.device)
     variants = [("original", x)]
-    variants += [(f"{name} {s[0]:g}", _obfuscate(name, x, s[0], wb.options.seed))
-                 for name, s in wb.options.obfuscations]
+    variants += [
+        (f"{name} {s[0]:g}", _obfuscate(name, x, s[0], wb.options.seed))
+        for name, s in wb.options.obfuscations
+    ]
     attack = make_attack_for("rnm", bench.model, p, eps=wb.eps, steps=wb.rnm_steps, seed=wb.options.seed)
     protected = attack(x, bench.targets["p2s"][:n]).images
     variants.append((f"protected {wb.eps * 255:.0f}/255", protected))
-    cams = {name: grad_cam(bench.model, imgs) for name, imgs in tqdm(variants, desc="figure 4", unit="variant")}
+    cams = {
+        name: grad_cam(bench.model, imgs) for name, imgs in tqdm(variants, desc="figure 4", unit="variant")
+    }
     codes = {name: bench.model.encode(imgs) for name, imgs in variants}
     rows = []
     for name, imgs in variants:
         dist = hamming(codes[name], codes["original"]).diagonal()
         corr, spread = cam_correlation(cams[name], cams["original"]), cam_entropy(cams[name])
         quality = psnr(imgs.cpu(), x.cpu())
-        rows += [{"image": int(wb.sample().index[i]), "variant": name, "hamming_to_original": int(dist[i]),
-                  "cam_correlation": float(corr[i]), "cam_entropy": float(spread[i]),
-                  "psnr_db": None if name == "original" else float(quality[i])} for i in range(n)]
+        rows += [
+            {
+                "image": int(wb.sample().index[i]),
+                "variant": name,
+                "hamming_to_original": int(dist[i]),
+                "cam_correlation": float(corr[i]),
+                "cam_entropy": float(spread[i]),
+                "psnr_db": None if name == "original" else float(quality[i]),
+            }
+            for i in range(n)
+        ]
     summary = []
     for name, _ in variants:
         mine = [r for r in rows if r["variant"] == name]
         mean_psnr = "-" if name == "original" else f"{np.mean([r['psnr_db'] for r in mine]):.2f}"
-        summary.append((name, f"{np.mean([r['hamming_to_original'] for r in mine]):.2f}",
-                        f"{np.mean([r['cam_correlation'] for r in mine]):.3f}",
-                        f"{np.mean([r['cam_entropy'] for r in mine]):.3f}", mean_psnr))
-    table = markdown_table(["Variant", "Hamming to original code", "Heatmap correlation with original",
-                            "Heatmap spread (entropy)", "PSNR (dB)"], summary)
-    md = write_markdown(out / "figure4.md", f"Figure 4: Grad-CAM heatmaps ({bits} bits)", table, [
-        f"{n} query images; heatmaps of C(x) . sign(C(x)) at the backbone's last conv layer; grid in figure4.png.",
-        "Paper (qualitative): only mosaic moves the heatmap among traditional methods; adversarial "
-        "examples disperse it."])
+        summary.append(
+            (
+                name,
+                f"{np.mean([r['hamming_to_original'] for r in mine]):.2f}",
+                f"{np.mean([r['cam_correlation'] for r in mine]):.3f}",
+                f"{np.mean([r['cam_entropy'] for r in mine]):.3f}",
+                mean_psnr,
+            )
+        )
+    table = markdown_table(
+        [
+            "Variant",
+            "Hamming to original code",
+            "Heatmap correlation with original",
+            "Heatmap spread (entropy)",
+            "PSNR (dB)",
+        ],
+        summary,
+    )
+    md = write_markdown(
+        out / "figure4.md",
+        f"Figure 4: Grad-CAM heatmaps ({bits} bits)",
+        table,
+        [
+            f"{n} query images; heatmaps of C(x) . sign(C(x)) at the backbone's last conv layer; grid in figure4.png.",
+            "Paper (qualitative): only mosaic moves the heatmap among traditional methods; adversarial "
+            "examples disperse it.",
+        ],
+    )
     _cam_grid(out / "figure4.png", variants, cams)
-    return Written("figure4", md, [write_csv(out / "figure4.csv", rows), out / "figure4.md", out / "figure4.png"])
+    return Written(
+        "figure4", md, [write_csv(out / "figure4.csv", rows), out / "figure4.md", out / "figure4.png"]
+    )
 
 
 def _cam_grid(path: Path, variants: list[tuple[str, torch.Tensor]], cams: dict[str, torch.Tensor]) -> None:
@@ -203,4 +321,3 @@ def _cam_grid(path: Path, variants: list[tuple[str, torch.Tensor]], cams: dict[s
     for ax in axes.flat:
         ax.axis("off")
     save_figure(fig, path)
-

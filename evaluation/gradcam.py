@@ -25,8 +25,9 @@ def last_conv(module: nn.Module) -> nn.Conv2d:
     return convs[-1]
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, codes: np.ndarray | None = None,
-             layer: nn.Module | None = None) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module, images: torch.Tensor, codes: np.ndarray | None = None, layer: nn.Module | None = None
+) -> torch.Tensor:
     """Heatmaps of score C(x) . h at ``layer`` (default: the backbone's last conv).
 
     Shape: images (n, 3, H, W) in [0, 1], codes (n, K/8) packed or None (each image's own
@@ -87,5 +88,5 @@ def cam_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of paired heatmaps (0 where one is constant). (n, H, W) x2 -> (n,)."""
     x, y = a.flatten(1).double(), b.flatten(1).double()
     x, y = x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)
-    den = (x.norm(dim=1) * y.norm(dim=1))
+    den = x.norm(dim=1) * y.norm(dim=1)
     return torch.where(den > 0, (x * y).sum(dim=1) / den.clamp_min(1e-300), 0.0).float()

@@ -17,8 +17,10 @@ from torch.nn import functional as F
 
 def _check(images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (n, C, H, W); got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
+        raise ValueError(
+            f"images must be a float tensor (n, C, H, W); got "
+            f"{getattr(images, 'shape', type(images).__name__)}"
+        )
     return images
 
 

@@ -9,8 +9,13 @@ from retrieval.core.config import Config
 
 PAPER_BITS = (16, 24, 32, 48)
 PAPER_EPS = (0.01, 0.02, 0.03, 0.04, 0.05)
-DEFAULT_OBFUSCATIONS = (("mosaic", (4.0, 8.0)), ("brightness", (0.4, 1.8)), ("transparency", (0.5, 0.7)),
-                        ("gaussian_noise", (0.05, 0.1)), ("blur", (1.0, 2.0)))
+DEFAULT_OBFUSCATIONS = (
+    ("mosaic", (4.0, 8.0)),
+    ("brightness", (0.4, 1.8)),
+    ("transparency", (0.5, 0.7)),
+    ("gaussian_noise", (0.05, 0.1)),
+    ("blur", (1.0, 2.0)),
+)
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,18 @@ class EvalOptions:
     @classmethod
     def quick_profile(cls, **changes) -> "EvalOptions":
         """Few queries and steps, one bit length: every experiment runs end to end in seconds."""
-        base = dict(queries=8, rnm_steps=10, tanh_steps=20, figure2_queries=8, figure4_images=2,
-                    eps_list=PAPER_EPS, figure3_eps=(0.01, 0.04), batch_size=16, quick=True,
-                    obfuscations=tuple((name, s[:1]) for name, s in DEFAULT_OBFUSCATIONS))
+        base = dict(
+            queries=8,
+            rnm_steps=10,
+            tanh_steps=20,
+            figure2_queries=8,
+            figure4_images=2,
+            eps_list=PAPER_EPS,
+            figure3_eps=(0.01, 0.04),
+            batch_size=16,
+            quick=True,
+            obfuscations=tuple((name, s[:1]) for name, s in DEFAULT_OBFUSCATIONS),
+        )
         return cls(**{**base, **changes})
 
     def resolved_bits(self, cfg: Config) -> tuple[int, ...]:

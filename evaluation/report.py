@@ -20,7 +20,8 @@ _B = (16, 24, 32, 48)
 
 # Table 1: t-MAP (%) of targeted protection; "Original" is the MAP (%) of the clean queries.
 PAPER_TABLE1: dict[str, dict[str, dict[int, float]]] = {
-    name: {"flickr25k": dict(zip(_B, f)), "nuswide": dict(zip(_B, n))} for name, f, n in (
+    name: {"flickr25k": dict(zip(_B, f)), "nuswide": dict(zip(_B, n))}
+    for name, f, n in (
         ("Noise", (0.76, 0.57, 1.31, 0.29), (0.57, 0.57, 0.61, 0.96)),
         ("Tanh-P2P", (83.22, 84.39, 85.25, 85.92), (73.97, 76.10, 76.66, 77.49)),
         ("Tanh-P2S", (85.79, 88.44, 88.76, 89.18), (78.05, 79.53, 80.18, 81.10)),
@@ -37,7 +38,8 @@ PAPER_TABLE2: dict[str, dict[float, float]] = {
 }
 # Table 3: MAP (%) under non-targeted protection (lower is better).
 PAPER_TABLE3: dict[str, dict[str, dict[int, float]]] = {
-    name: {"flickr25k": dict(zip(_B, f)), "nuswide": dict(zip(_B, n))} for name, f, n in (
+    name: {"flickr25k": dict(zip(_B, f)), "nuswide": dict(zip(_B, n))}
+    for name, f, n in (
         ("Noise", (74.16, 76.54, 78.47, 80.36), (70.08, 70.25, 71.48, 72.02)),
         ("Tanh-P2P", (1.92, 3.54, 3.15, 2.01), (9.74, 7.26, 6.97, 9.50)),
         ("RNM-P2P", (1.69, 2.42, 3.32, 1.90), (9.65, 6.47, 5.59, 9.75)),
@@ -45,9 +47,14 @@ PAPER_TABLE3: dict[str, dict[str, dict[int, float]]] = {
 }
 # Figure 3 caption: (PSNR dB, MAP %) per protection; the original images had MAP 91 %.
 PAPER_FIGURE3: dict[str, tuple[float, float]] = {
-    "original": (math.inf, 91.0), "mosaic": (16.66, 23.0), "brightness": (13.02, 89.0),
-    "transparency": (18.28, 88.0), "gaussian_noise": (24.53, 90.0), "adversarial eps=0.01": (44.45, 20.0),
-    "adversarial eps=0.02": (43.51, 19.0), "adversarial eps=0.03": (43.32, 17.0),
+    "original": (math.inf, 91.0),
+    "mosaic": (16.66, 23.0),
+    "brightness": (13.02, 89.0),
+    "transparency": (18.28, 88.0),
+    "gaussian_noise": (24.53, 90.0),
+    "adversarial eps=0.01": (44.45, 20.0),
+    "adversarial eps=0.02": (43.51, 19.0),
+    "adversarial eps=0.03": (43.32, 17.0),
     "adversarial eps=0.04": (43.22, 16.0),
 }
 
@@ -61,8 +68,9 @@ class Written:
     files: list[Path] = field(default_factory=list)
 
 
-def paper_value(table: dict[str, dict[str, dict[int, float]]], method: str, dataset: str,
-                bits: int) -> float | None:
+def paper_value(
+    table: dict[str, dict[str, dict[int, float]]], method: str, dataset: str, bits: int
+) -> float | None:
     """A published value as a fraction, or None where the paper has none."""
     value = table.get(method, {}).get(dataset, {}).get(bits)
     return None if value is None else value / 100
@@ -127,8 +135,9 @@ def save_figure(fig, path: Path, **kw: Any) -> Path:
     return path
 
 
-def bar_chart(path: Path, groups: Sequence[str], series: dict[str, Sequence[float]], ylabel: str,
-              title: str) -> Path:
+def bar_chart(
+    path: Path, groups: Sequence[str], series: dict[str, Sequence[float]], ylabel: str, title: str
+) -> Path:
     """Grouped bars: one group per entry of ``groups``, one bar per series (fractions -> %)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 1.4 * len(groups)), 3.6))

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from evaluation.bench import Workbench, t_map
-from evaluation.options import EvalOptions
 from evaluation.figures import figure2, figure3, figure4
+from evaluation.options import EvalOptions
 from evaluation.report import Written
 from evaluation.tables import table1, table2, table3
 from retrieval.core.config import Config
@@ -35,21 +35,32 @@ log = logging.getLogger(__name__)
 
 Experiment = Callable[..., Written]
 EXPERIMENTS: dict[str, Experiment] = {
-    "table1": table1, "table2": table2, "table3": table3,
-    "figure2": figure2, "figure3": figure3, "figure4": figure4,
+    "table1": table1,
+    "table2": table2,
+    "table3": table3,
+    "figure2": figure2,
+    "figure3": figure3,
+    "figure4": figure4,
 }
 
 
-def run_experiment(name: str, cfg: Config, out_dir: Path, options: EvalOptions | None = None, *,
-                   workbench: Workbench | None = None) -> Written:
+def run_experiment(
+    name: str,
+    cfg: Config,
+    out_dir: Path,
+    options: EvalOptions | None = None,
+    *,
+    workbench: Workbench | None = None,
+) -> Written:
     """Run one experiment by name (a key of EXPERIMENTS)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[name](cfg, Path(out_dir), options, workbench=workbench)
 
 
-def run_all(cfg: Config, out_dir: Path, options: EvalOptions | None = None,
-            names: list[str] | None = None) -> Path:
+def run_all(
+    cfg: Config, out_dir: Path, options: EvalOptions | None = None, names: list[str] | None = None
+) -> Path:
     """Run the experiments (all, or ``names``) on one workbench; returns out_dir/results.md."""
     names = list(EXPERIMENTS) if names is None else names
     unknown = [n for n in names if n not in EXPERIMENTS]
@@ -64,15 +75,30 @@ def run_all(cfg: Config, out_dir: Path, options: EvalOptions | None = None,
         log.info("running %s", name)
         sections.append(run_experiment(name, cfg, out, workbench=wb).markdown)
     profile = "quick" if options.quick else "full"
-    header = (f"# hashveil: the experiments of Huang et al. 2022\n\n"
-              f"Profile {profile}; {cfg.data.dataset}, {cfg.model.backbone}, bit lengths "
-              f"{', '.join(map(str, options.resolved_bits(cfg)))}; written "
-              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}. Percentages; the paper's "
-              "columns are VGG-11 DPSH on FLICKR-25K / NUS-WIDE. Queries and targets: queries.json.\n")
+    header = (
+        f"# hashveil: the experiments of Huang et al. 2022\n\n"
+        f"Profile {profile}; {cfg.data.dataset}, {cfg.model.backbone}, bit lengths "
+        f"{', '.join(map(str, options.resolved_bits(cfg)))}; written "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}. Percentages; the paper's "
+        "columns are VGG-11 DPSH on FLICKR-25K / NUS-WIDE. Queries and targets: queries.json.\n"
+    )
     path = out / "results.md"
     path.write_text(header + "\n" + "\n".join(sections), encoding="utf-8")
     return path
 
 
-__all__ = ["EXPERIMENTS", "EvalOptions", "Workbench", "Written", "figure2", "figure3", "figure4",
-           "run_all", "run_experiment", "t_map", "table1", "table2", "table3"]
+__all__ = [
+    "EXPERIMENTS",
+    "EvalOptions",
+    "Workbench",
+    "Written",
+    "figure2",
+    "figure3",
+    "figure4",
+    "run_all",
+    "run_experiment",
+    "t_map",
+    "table1",
+    "table2",
+    "table3",
+]

@@ -9,7 +9,6 @@ import click
 from retrieval.core.config import Config, load_config, override
 
 
-
 def config_of(ctx: click.Context, **sections: dict) -> Config:
     """The group's config with a subcommand's flags laid over it (None = not given); bad values are usage errors."""
     cfg = ctx.obj["config"]
@@ -20,16 +19,25 @@ def config_of(ctx: click.Context, **sections: dict) -> Config:
 
 
 @click.group()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="configuration file (default: ./config.toml if there is one, else the built-in defaults)")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="configuration file (default: ./config.toml if there is one, else the built-in defaults)",
+)
 @click.option("--work-dir", type=click.Path(file_okay=False), help="override paths.work_dir")
 @click.option("--device", help="override model.device: auto | cpu | cuda | cuda:N (every command)")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, work_dir: str | None, device: str | None, verbose: bool) -> None:
+def main(
+    ctx: click.Context, config_path: str | None, work_dir: str | None, device: str | None, verbose: bool
+) -> None:
     """hashveil: image hash retrieval with a privacy layer on the user's side."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         cfg = load_config(config_path)
         cfg = override(cfg, paths={"work_dir": work_dir}, model={"device": device})

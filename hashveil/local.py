@@ -19,5 +19,6 @@ def local_protector(model_dir: Path, db_url: str, cfg: PrivacyConfig, device: st
     """A Protector on a local model and store."""
     model, _ = load_checkpoint(model_dir, device=device)
     store = Store(db_url)
-    return Protector(model, cfg, lambda l: store.codes_with_label(l, cfg.n_anchor, cfg.seed)[1],
-                     store.label_counts())
+    return Protector(
+        model, cfg, lambda l: store.codes_with_label(l, cfg.n_anchor, cfg.seed)[1], store.label_counts()
+    )

@@ -24,11 +24,19 @@ def model_options(f):
     return f
 
 
-def _model_sections(backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None,
-                    data_dir=None, **_) -> dict:
-    return {"model": {"backbone": backbone, "hash_bits": hash_bits, "image_size": image_size,
-                      "pretrained": pretrained},
-            "data": {"dataset": dataset, "data_dir": data_dir}, "train": {}}
+def _model_sections(
+    backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None, data_dir=None, **_
+) -> dict:
+    return {
+        "model": {
+            "backbone": backbone,
+            "hash_bits": hash_bits,
+            "image_size": image_size,
+            "pretrained": pretrained,
+        },
+        "data": {"dataset": dataset, "data_dir": data_dir},
+        "train": {},
+    }
 
 
 @main.command()
@@ -54,8 +62,15 @@ def train(ctx: click.Context, epochs: int | None, **kw) -> None:
 @click.option("--shard", help="hash only shard I of N (e.g. 2/4) into work_dir/index/shards")
 @click.option("--merge", is_flag=True, help="merge the shard files into the index and store")
 @click.pass_context
-def build_index(ctx: click.Context, kind: str | None, db_url: str | None, no_cache: bool,
-                shard: str | None, merge: bool, **kw) -> None:
+def build_index(
+    ctx: click.Context,
+    kind: str | None,
+    db_url: str | None,
+    no_cache: bool,
+    shard: str | None,
+    merge: bool,
+    **kw,
+) -> None:
     """Hash the database split into the FAISS index and the metadata store.
 
     With --shard I/N, hash one contiguous id range only (resumable; on any machine), then
@@ -80,8 +95,10 @@ def build_index(ctx: click.Context, kind: str | None, db_url: str | None, no_cac
         click.echo(f"merged the shards in {shards.shard_dir(cfg)}")
     else:
         result = guard(run_build, cfg, use_cache=not no_cache)
-    click.echo(f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
-               f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}")
+    click.echo(
+        f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
+        f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}"
+    )
 
 
 @main.command()
@@ -100,15 +117,19 @@ def _serve(cfg: Config, threads: int = 8) -> None:
     import waitress
 
     from retrieval.service.server import create_app
-
     from webui.service import mount_service_pages
 
     app = guard(create_app, cfg)
     mount_service_pages(app)
     faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
     click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
-    waitress.serve(app, host=cfg.server.host, port=cfg.server.port, threads=threads,
-                   max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536)
+    waitress.serve(
+        app,
+        host=cfg.server.host,
+        port=cfg.server.port,
+        threads=threads,
+        max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536,
+    )
 
 
 @main.command("prune-log")
@@ -121,7 +142,9 @@ def prune_log(ctx: click.Context, days: int | None) -> None:
 
     cfg = config_of(ctx, server={"log_retention_days": days})
     gone = guard(QueryLog(Store(cfg.db_url), cfg.server.log_retention_days).prune)
-    click.echo(f"deleted {gone} query-log rows older than {cfg.server.log_retention_days} days from {cfg.db_url}")
+    click.echo(
+        f"deleted {gone} query-log rows older than {cfg.server.log_retention_days} days from {cfg.db_url}"
+    )
 
 
 @main.command()
@@ -130,8 +153,9 @@ def prune_log(ctx: click.Context, days: int | None) -> None:
 @click.option("--k", type=int, help="keep at most k nearest results")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_context
-def search(ctx: click.Context, images: tuple[str, ...], radius: int | None, k: int | None,
-           as_json: bool) -> None:
+def search(
+    ctx: click.Context, images: tuple[str, ...], radius: int | None, k: int | None, as_json: bool
+) -> None:
     """Search the local index with image files (no server needed)."""
     from retrieval.core.codes import to_hex
     from retrieval.core.imaging import load_image, to_tensor
@@ -144,9 +168,14 @@ def search(ctx: click.Context, images: tuple[str, ...], radius: int | None, k: i
     for path in images:
         x = guard(lambda p: to_tensor(load_image(p)), path).unsqueeze(0)
         codes, hits = guard(searcher.search_images, x, radius, k)
-        out.append({"image": path, "code": to_hex(codes[0]), "count": len(hits[0]),
-                    "results": [{"id": h.id, "distance": h.distance, "labels": list(h.labels)}
-                                for h in hits[0]]})
+        out.append(
+            {
+                "image": path,
+                "code": to_hex(codes[0]),
+                "count": len(hits[0]),
+                "results": [{"id": h.id, "distance": h.distance, "labels": list(h.labels)} for h in hits[0]],
+            }
+        )
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -162,8 +191,10 @@ def search(ctx: click.Context, images: tuple[str, ...], radius: int | None, k: i
 @click.pass_context
 def demo(ctx: click.Context, port: int | None, no_serve: bool) -> None:
     """Train (unless a matching checkpoint exists), build the index (unless current), serve."""
-    from index_builder.build import build_index as run_build, index_is_current
-    from index_builder.dpsh import checkpoint_matches, train as run_train
+    from index_builder.build import build_index as run_build
+    from index_builder.build import index_is_current
+    from index_builder.dpsh import checkpoint_matches
+    from index_builder.dpsh import train as run_train
 
     cfg = config_of(ctx, server={"port": port})
     t0 = time.perf_counter()

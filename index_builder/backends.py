@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.core.config import IndexConfig
+from retrieval.core.model import file_sha256
 from retrieval.service.index import BinaryIndex
 from retrieval.service.milvus_index import MilvusIndex, resolve_uri
-from retrieval.core.model import file_sha256
 
 INDEX_FILE = "codes.faiss"
 
@@ -34,8 +34,9 @@ class IndexRecord:
         return dataclasses.asdict(self)
 
 
-def write_index(cfg: IndexConfig, work_dir: Path, hash_bits: int, codes: np.ndarray,
-                ids: np.ndarray) -> IndexRecord:
+def write_index(
+    cfg: IndexConfig, work_dir: Path, hash_bits: int, codes: np.ndarray, ids: np.ndarray
+) -> IndexRecord:
     """Index ``codes`` under ``ids``, replacing what the backend held from an earlier build.
 
     Shape: codes (n, K/8) uint8, ids (n,) int64. FAISS goes to work_dir/index/codes.faiss;
@@ -43,8 +44,9 @@ def write_index(cfg: IndexConfig, work_dir: Path, hash_bits: int, codes: np.ndar
     """
     if cfg.backend == "milvus":
         uri = resolve_uri(cfg.milvus_uri, work_dir)
-        index = MilvusIndex.create(uri, cfg.milvus_collection, hash_bits, token=cfg.milvus_secret(),
-                                   replace=True)
+        index = MilvusIndex.create(
+            uri, cfg.milvus_collection, hash_bits, token=cfg.milvus_secret(), replace=True
+        )
         try:
             index.add(codes, ids)
         finally:

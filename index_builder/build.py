@@ -18,12 +18,12 @@ import numpy as np
 
 from index_builder.backends import write_index
 from index_builder.datasets import open_dataset
+from index_builder.features import cached_features, encode_images, head_codes
 from index_builder.imagelist import ImageList
 from index_builder.splits import make_splits
-from index_builder.features import cached_features, encode_images, head_codes
 from retrieval.core.config import Config
-from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, write_manifest
 from retrieval.core.model import HashNet, ModelCard, load_checkpoint, read_card, resolve_device
+from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, write_manifest
 from retrieval.service.records import ImageRow
 from retrieval.service.store import Store
 
@@ -67,24 +67,46 @@ def build_index(cfg: Config, *, use_cache: bool = True) -> BuildResult:
     return BuildResult(manifest, len(ids), hash_seconds, total)
 
 
-def hash_database(cfg: Config, model: HashNet, images: ImageList, ids: np.ndarray, *,
-                  use_cache: bool = True, desc: str = "hash database") -> np.ndarray:
+def hash_database(
+    cfg: Config,
+    model: HashNet,
+    images: ImageList,
+    ids: np.ndarray,
+    *,
+    use_cache: bool = True,
+    desc: str = "hash database",
+) -> np.ndarray:
     """Codes of ``images[ids]`` in order. Shape: ids (n,) -> (n, K/8) uint8.
 
     Frozen backbones with ``use_cache`` go through the cached backbone features, else the whole model.
     """
     device = resolve_device(cfg.model.device)
     if use_cache and cfg.model.freeze_backbone:
-        feats = cached_features(model, images, ids, cfg.work_dir / "features",
-                                batch_size=cfg.index.batch_size, workers=cfg.index.workers,
-                                device=device, desc=desc)
+        feats = cached_features(
+            model,
+            images,
+            ids,
+            cfg.work_dir / "features",
+            batch_size=cfg.index.batch_size,
+            workers=cfg.index.workers,
+            device=device,
+            desc=desc,
+        )
         return head_codes(model, feats)
-    return encode_images(model, images, ids, batch_size=cfg.index.batch_size,
-                         workers=cfg.index.workers, device=device, desc=desc)
+    return encode_images(
+        model,
+        images,
+        ids,
+        batch_size=cfg.index.batch_size,
+        workers=cfg.index.workers,
+        device=device,
+        desc=desc,
+    )
 
 
-def write_service(cfg: Config, card: ModelCard, images: ImageList, codes: np.ndarray,
-                  ids: np.ndarray) -> Manifest:
+def write_service(
+    cfg: Config, card: ModelCard, images: ImageList, codes: np.ndarray, ids: np.ndarray
+) -> Manifest:
     """Index + store + manifest from (codes, ids), the manifest last; shared by the one-shot and merged builds.
 
     Shape: codes (n, K/8) uint8 in the order of ids (n,) int64.
@@ -98,14 +120,28 @@ def write_service(cfg: Config, card: ModelCard, images: ImageList, codes: np.nda
     store.create()
     label_sets = images.label_sets(ids)
     store.replace_images(
-        (ImageRow(id=int(i), path=images.paths[int(i)], labels=tuple(lab), split="database",
-                  code=codes[r].tobytes()) for r, (i, lab) in enumerate(zip(ids, label_sets))),
+        (
+            ImageRow(
+                id=int(i),
+                path=images.paths[int(i)],
+                labels=tuple(lab),
+                split="database",
+                code=codes[r].tobytes(),
+            )
+            for r, (i, lab) in enumerate(zip(ids, label_sets))
+        ),
         images.label_names,
     )
     manifest = Manifest(
-        model_sha256=card.sha256, hash_bits=card.hash_bits, **written.fields(), count=len(ids),
-        store_fingerprint=store.fingerprint(), db_url=cfg.db_url, image_root=str(images.root.resolve()),
-        dataset=cfg.data.dataset, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model_sha256=card.sha256,
+        hash_bits=card.hash_bits,
+        **written.fields(),
+        count=len(ids),
+        store_fingerprint=store.fingerprint(),
+        db_url=cfg.db_url,
+        image_root=str(images.root.resolve()),
+        dataset=cfg.data.dataset,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     write_manifest(index_dir / MANIFEST_FILE, manifest)
     return manifest
@@ -118,6 +154,9 @@ def index_is_current(cfg: Config) -> bool:
         card = read_card(cfg.work_dir / "model")
     except (FileNotFoundError, ValueError):
         return False
-    return (manifest.model_sha256 == card.sha256 and manifest.index_kind == cfg.index.kind
-            and manifest.index_backend == cfg.index.backend
-            and manifest.db_url == cfg.db_url)
+    return (
+        manifest.model_sha256 == card.sha256
+        and manifest.index_kind == cfg.index.kind
+        and manifest.index_backend == cfg.index.backend
+        and manifest.db_url == cfg.db_url
+    )

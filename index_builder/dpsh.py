@@ -21,11 +21,9 @@ import torch
 from tqdm import tqdm
 
 from index_builder.datasets import open_dataset
-
-from index_builder.imagelist import ImageList
-
-from index_builder.splits import Splits, make_splits
 from index_builder.features import cached_features, encode_images, head_codes, loader
+from index_builder.imagelist import ImageList
+from index_builder.splits import Splits, make_splits
 from retrieval.core.config import Config
 from retrieval.core.metrics import mean_average_precision
 from retrieval.core.model import HashNet, ModelCard, read_card, resolve_device, save_checkpoint
@@ -51,8 +49,11 @@ class TrainResult:
 
 def train_key(cfg: Config) -> dict:
     """The settings a trained model depends on; a checkpoint is reused only when they match."""
-    return {"model": {k: v for k, v in asdict(cfg.model).items() if k != "device"},
-            "data": asdict(cfg.data), "train": asdict(cfg.train)}
+    return {
+        "model": {k: v for k, v in asdict(cfg.model).items() if k != "device"},
+        "data": asdict(cfg.data),
+        "train": asdict(cfg.train),
+    }
 
 
 def checkpoint_matches(cfg: Config) -> bool:
@@ -92,17 +93,21 @@ def train(cfg: Config, model_dir: Path | None = None) -> TrainResult:
         _train_full(cfg, model, images, splits, labels, device, model_dir)
         result = _map_from_images(cfg, model, images, splits, device)
     metric = f"map@{cfg.train.map_topk}" if cfg.train.map_topk else "map@all"
-    card = model.card(dataset=cfg.data.dataset, label_names=images.label_names,
-                      metrics={metric: round(result, 4), f"{metric}_untrained": round(floor, 4)},
-                      config=train_key(cfg))
+    card = model.card(
+        dataset=cfg.data.dataset,
+        label_names=images.label_names,
+        metrics={metric: round(result, 4), f"{metric}_untrained": round(floor, 4)},
+        config=train_key(cfg),
+    )
     card = save_checkpoint(model.cpu(), model_dir, card)
     (model_dir / STATE_FILE).unlink(missing_ok=True)
     log.info("%s on the query split: %.4f (untrained %.4f)", metric, result, floor)
     return TrainResult(card, result, floor)
 
 
-def _split_features(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
-                    device: str) -> dict[str, torch.Tensor]:
+def _split_features(
+    cfg: Config, model: HashNet, images: ImageList, splits: Splits, device: str
+) -> dict[str, torch.Tensor]:
     kw = dict(batch_size=cfg.index.batch_size, workers=cfg.index.workers, device=device)
     cache = cfg.work_dir / "features"
     db = cached_features(model, images, splits.database, cache, desc="database features", **kw)
@@ -113,24 +118,34 @@ def _split_features(cfg: Config, model: HashNet, images: ImageList, splits: Spli
 
 
 def _map(cfg: Config, q_codes, db_codes, images: ImageList, splits: Splits) -> float:
-    return mean_average_precision(q_codes, images.labels[splits.query], db_codes,
-                                  images.labels[splits.database], db_ids=splits.database,
-                                  topk=cfg.train.map_topk).map
+    return mean_average_precision(
+        q_codes,
+        images.labels[splits.query],
+        db_codes,
+        images.labels[splits.database],
+        db_ids=splits.database,
+        topk=cfg.train.map_topk,
+    ).map
 
 
 def _map_from_features(cfg, model, feats, images, splits) -> float:
-    return _map(cfg, head_codes(model, feats["query"]), head_codes(model, feats["database"]),
-                images, splits)
+    return _map(cfg, head_codes(model, feats["query"]), head_codes(model, feats["database"]), images, splits)
 
 
 def _map_from_images(cfg, model, images, splits, device) -> float:
     kw = dict(batch_size=cfg.index.batch_size, workers=cfg.index.workers, device=device)
-    return _map(cfg, encode_images(model, images, splits.query, **kw),
-                encode_images(model, images, splits.database, **kw), images, splits)
+    return _map(
+        cfg,
+        encode_images(model, images, splits.query, **kw),
+        encode_images(model, images, splits.database, **kw),
+        images,
+        splits,
+    )
 
 
-def _resume(cfg: Config, module: torch.nn.Module, opt: torch.optim.Optimizer, bank: torch.Tensor,
-            model_dir: Path) -> int:
+def _resume(
+    cfg: Config, module: torch.nn.Module, opt: torch.optim.Optimizer, bank: torch.Tensor, model_dir: Path
+) -> int:
     """Load a saved training state if it was made with the same settings; returns the next epoch."""
     path = model_dir / STATE_FILE
     if not path.is_file():
@@ -150,8 +165,16 @@ def _save_state(cfg: Config, module, opt, bank: torch.Tensor, epoch: int, model_
     path = model_dir / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"key": _key_digest(cfg), "module": module.state_dict(), "optimizer": opt.state_dict(),
-                "bank": bank.cpu(), "epoch": epoch}, tmp)
+    torch.save(
+        {
+            "key": _key_digest(cfg),
+            "module": module.state_dict(),
+            "optimizer": opt.state_dict(),
+            "bank": bank.cpu(),
+            "epoch": epoch,
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -159,8 +182,9 @@ def _key_digest(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(train_key(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.Tensor, device: str,
-                model_dir: Path) -> None:
+def _train_head(
+    cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.Tensor, device: str, model_dir: Path
+) -> None:
     """Train the hash head on cached backbone features."""
     feats = feats.to(device)
     gen = torch.Generator().manual_seed(cfg.data.seed)
@@ -176,22 +200,44 @@ def _train_head(cfg: Config, model: HashNet, feats: torch.Tensor, labels: torch.
     _fit(cfg, model.head, model.hash_bits, batches, labels, device, model_dir, "train DPSH head")
 
 
-def _train_full(cfg: Config, model: HashNet, images: ImageList, splits: Splits,
-                labels: torch.Tensor, device: str, model_dir: Path) -> None:
+def _train_full(
+    cfg: Config,
+    model: HashNet,
+    images: ImageList,
+    splits: Splits,
+    labels: torch.Tensor,
+    device: str,
+    model_dir: Path,
+) -> None:
     """Train backbone and head end to end on images (small_cnn, or fine-tuning on a GPU)."""
     position = np.full(len(images), -1)
     position[splits.train] = np.arange(len(splits.train))  # ImageList index -> row in the bank
 
     def batches(epoch: int):
-        for x, index in loader(images, splits.train, model.image_size, cfg.train.batch_size,
-                               cfg.index.workers, shuffle=True, seed=cfg.data.seed + epoch):
+        for x, index in loader(
+            images,
+            splits.train,
+            model.image_size,
+            cfg.train.batch_size,
+            cfg.index.workers,
+            shuffle=True,
+            seed=cfg.data.seed + epoch,
+        ):
             yield x.to(device), torch.from_numpy(position[index.numpy()]).to(device)
 
     _fit(cfg, model, model.hash_bits, batches, labels[splits.train], device, model_dir, "train DPSH")
 
 
-def _fit(cfg: Config, module: torch.nn.Module, bits: int, batches, labels: torch.Tensor, device: str,
-         model_dir: Path, desc: str) -> None:
+def _fit(
+    cfg: Config,
+    module: torch.nn.Module,
+    bits: int,
+    batches,
+    labels: torch.Tensor,
+    device: str,
+    model_dir: Path,
+    desc: str,
+) -> None:
     """The DPSH loop: ``batches(epoch)`` yields (inputs of ``module``, their rows in the bank).
 
     The bank holds the latest outputs of all n training items; a state is saved after every

@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 PARTS = ("train", "t10k")
 _IMAGE_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
@@ -119,8 +127,9 @@ def image_path(image_id: int) -> str:
     return f"images/{image_id:06d}.png"
 
 
-def export(data_dir: str | Path, work_dir: Path, image_size: int, num_query: int,
-           num_database: int, seed: int) -> Path:
+def export(
+    data_dir: str | Path, work_dir: Path, image_size: int, num_query: int, num_database: int, seed: int
+) -> Path:
     """Export the sampled images once; a complete export with the same ids is reused as is.
 
     Returns the export folder, ``work_dir/data/fashion_mnist_{image_size}px``. Writing goes to a
@@ -152,8 +161,7 @@ def upsample(image: np.ndarray, image_size: int) -> Image.Image:
     return Image.fromarray(image, mode="L").resize((image_size, image_size), Image.Resampling.BILINEAR)
 
 
-def _write(folder: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-           image_size: int) -> None:
+def _write(folder: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray, image_size: int) -> None:
     (folder / "images").mkdir()
 
     def save(image_id: int) -> None:

@@ -25,17 +25,38 @@ from retrieval.core.model import HashNet
 log = logging.getLogger(__name__)
 
 
-def loader(images: ImageList, indices: np.ndarray, image_size: int, batch_size: int,
-           workers: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+def loader(
+    images: ImageList,
+    indices: np.ndarray,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> DataLoader:
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ImageDataset(images, indices, image_size), batch_size=batch_size,
-                      shuffle=shuffle, num_workers=workers, generator=gen,
-                      persistent_workers=False, pin_memory=False)
+    return DataLoader(
+        ImageDataset(images, indices, image_size),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=gen,
+        persistent_workers=False,
+        pin_memory=False,
+    )
 
 
 @torch.inference_mode()
-def compute_features(model: HashNet, images: ImageList, indices: np.ndarray, *, batch_size: int,
-                     workers: int, device: str, desc: str = "features") -> torch.Tensor:
+def compute_features(
+    model: HashNet,
+    images: ImageList,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str,
+    desc: str = "features",
+) -> torch.Tensor:
     """Backbone features of ``images[indices]`` in order. Shape: -> (len(indices), D) float32."""
     model.eval().to(device)
     out = []
@@ -54,8 +75,16 @@ def head_codes(model: HashNet, feats: torch.Tensor) -> np.ndarray:
 
 
 @torch.inference_mode()
-def encode_images(model: HashNet, images: ImageList, indices: np.ndarray, *, batch_size: int,
-                  workers: int, device: str, desc: str = "hash images") -> np.ndarray:
+def encode_images(
+    model: HashNet,
+    images: ImageList,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str,
+    desc: str = "hash images",
+) -> np.ndarray:
     """Codes of ``images[indices]`` through the whole model. Shape: -> (len(indices), K/8) uint8."""
     model.eval().to(device)
     batches = loader(images, indices, model.image_size, batch_size, workers)
@@ -79,16 +108,26 @@ def images_digest(images: ImageList, indices: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def cached_features(model: HashNet, images: ImageList, indices: np.ndarray, cache_dir: Path, *,
-                    batch_size: int, workers: int, device: str, desc: str = "features") -> torch.Tensor:
+def cached_features(
+    model: HashNet,
+    images: ImageList,
+    indices: np.ndarray,
+    cache_dir: Path,
+    *,
+    batch_size: int,
+    workers: int,
+    device: str,
+    desc: str = "features",
+) -> torch.Tensor:
     """Like :func:`compute_features`, reading/writing ``cache_dir`` (atomic writes)."""
     key = hashlib.sha256((backbone_digest(model) + images_digest(images, indices)).encode()).hexdigest()
     path = Path(cache_dir) / f"{key[:32]}.safetensors"
     if path.is_file():
         log.info("reusing cached features %s", path)
         return load_file(path)["features"]
-    feats = compute_features(model, images, indices, batch_size=batch_size, workers=workers,
-                             device=device, desc=desc)
+    feats = compute_features(
+        model, images, indices, batch_size=batch_size, workers=workers, device=device, desc=desc
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({"features": feats.contiguous()}, tmp)

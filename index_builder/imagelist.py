@@ -66,8 +66,11 @@ def build_image_list(root: Path, paths: list[str], labels: np.ndarray, names: tu
         raise ValueError(f"{root}: images listed twice, e.g. {dups[:3]}")
     keep = labels.sum(axis=1) > 0
     if not keep.all():
-        log.warning("dropped %d of %d images with no label: they can never be relevant",
-                    int((~keep).sum()), len(paths))
+        log.warning(
+            "dropped %d of %d images with no label: they can never be relevant",
+            int((~keep).sum()),
+            len(paths),
+        )
     paths = [p for p, k in zip(paths, keep) if k]
     if not paths:
         raise ValueError(f"{root}: no image has a label")
@@ -89,12 +92,13 @@ def label_names(folder: Path) -> tuple[str, ...] | None:
     for name in LABEL_NAME_FILES:
         path = folder / name
         if path.is_file():
-            names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            names = tuple(
+                line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            )
             if len(set(names)) != len(names):
                 raise ValueError(f"{path} lists a label name twice")
             return names
     return None
-
 
 
 class ImageDataset(Dataset):

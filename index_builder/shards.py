@@ -80,7 +80,7 @@ def shard_path(cfg: Config, index: int, count: int) -> Path:
 def shard_ids(database_ids: np.ndarray, index: int, count: int) -> np.ndarray:
     """The ids of shard ``index`` of ``count``: a contiguous range of the sorted database ids."""
     ids = np.sort(np.asarray(database_ids, dtype=np.int64))
-    return ids[(index - 1) * len(ids) // count:index * len(ids) // count]
+    return ids[(index - 1) * len(ids) // count : index * len(ids) // count]
 
 
 def build_shard(cfg: Config, index: int, count: int, *, use_cache: bool = True) -> ShardResult:
@@ -92,19 +92,31 @@ def build_shard(cfg: Config, index: int, count: int, *, use_cache: bool = True) 
     if path.is_file():
         try:
             old = read_shard(path)
-            if (old.index, old.count, old.model_sha256, old.database_sha256) == (index, count, card.sha256, digest):
+            if (old.index, old.count, old.model_sha256, old.database_sha256) == (
+                index,
+                count,
+                card.sha256,
+                digest,
+            ):
                 log.info("shard %d/%d is already complete in %s; skipping it", index, count, path)
                 return ShardResult(path, len(old.ids), True, old.hash_seconds)
             log.warning("shard file %s is from another model, split or database; hashing it again", path)
         except ValueError as e:
             log.warning("%s; hashing it again", e)
-    model, card = load_checkpoint(cfg.work_dir / "model", expected_sha256=card.sha256, device=cfg.model.device)
+    model, card = load_checkpoint(
+        cfg.work_dir / "model", expected_sha256=card.sha256, device=cfg.model.device
+    )
     ids = shard_ids(database, index, count)
     t0 = time.perf_counter()
     codes = hash_database(cfg, model, images, ids, use_cache=use_cache, desc=f"hash shard {index}/{count}")
     seconds = time.perf_counter() - t0
-    meta = {"index": index, "count": count, "model_sha256": card.sha256, "database_sha256": digest,
-            "hash_seconds": seconds}
+    meta = {
+        "index": index,
+        "count": count,
+        "model_sha256": card.sha256,
+        "database_sha256": digest,
+        "hash_seconds": seconds,
+    }
     _write_atomic(path, ids, codes, meta)
     log.info("hashed shard %d/%d: %d images in %.1f s -> %s", index, count, len(ids), seconds, path)
     return ShardResult(path, len(ids), False, seconds)
@@ -146,32 +158,43 @@ def check_shards(shards: list[Shard], card: ModelCard, database: np.ndarray, dig
     """Raise ValueError naming the first way ``shards`` is not one split of ``database``; sorted shards."""
     for s in shards:
         if s.model_sha256 != card.sha256:
-            raise ValueError(f"shard {s.name} in {s.path} was hashed by model sha256 {s.model_sha256}, "
-                             f"but the model in use has {card.sha256}; hash it again with "
-                             f"`hashveil build-index --shard {s.name}`")
+            raise ValueError(
+                f"shard {s.name} in {s.path} was hashed by model sha256 {s.model_sha256}, "
+                f"but the model in use has {card.sha256}; hash it again with "
+                f"`hashveil build-index --shard {s.name}`"
+            )
         if s.codes.shape[1] * 8 != card.hash_bits:
-            raise ValueError(f"shard {s.name} in {s.path} holds {s.codes.shape[1] * 8}-bit codes; "
-                             f"the model makes {card.hash_bits}-bit codes")
+            raise ValueError(
+                f"shard {s.name} in {s.path} holds {s.codes.shape[1] * 8}-bit codes; "
+                f"the model makes {card.hash_bits}-bit codes"
+            )
     counts = sorted({s.count for s in shards})
     if len(counts) > 1:
-        raise ValueError(f"shard files split the database into different numbers of shards {counts}; "
-                         f"keep one set in {shards[0].path.parent}")
+        raise ValueError(
+            f"shard files split the database into different numbers of shards {counts}; "
+            f"keep one set in {shards[0].path.parent}"
+        )
     count = counts[0]
     for s in shards:
         if s.database_sha256 != digest:
-            raise ValueError(f"shard {s.name} in {s.path} was cut from another database or split; "
-                             f"hash it again with `hashveil build-index --shard {s.name}`")
+            raise ValueError(
+                f"shard {s.name} in {s.path} was cut from another database or split; "
+                f"hash it again with `hashveil build-index --shard {s.name}`"
+            )
     seen: dict[int, Shard] = {}
     for s in sorted(shards, key=lambda s: (s.index, s.path.name)):
         if s.index in seen:
-            raise ValueError(f"shard {s.name} appears twice: {seen[s.index].path.name} and {s.path.name}; "
-                             "remove one")
+            raise ValueError(
+                f"shard {s.name} appears twice: {seen[s.index].path.name} and {s.path.name}; remove one"
+            )
         seen[s.index] = s
     missing = [i for i in range(1, count + 1) if i not in seen]
     if missing:
         names = ", ".join(f"{i}/{count}" for i in missing)
-        raise ValueError(f"missing shard(s) {names} in {shards[0].path.parent}; run "
-                         f"`hashveil build-index --shard {missing[0]}/{count}` (and the others), then merge")
+        raise ValueError(
+            f"missing shard(s) {names} in {shards[0].path.parent}; run "
+            f"`hashveil build-index --shard {missing[0]}/{count}` (and the others), then merge"
+        )
     ordered = [seen[i] for i in range(1, count + 1)]
     _check_cover(np.concatenate([s.ids for s in ordered]), database)
     return ordered
@@ -190,8 +213,16 @@ def read_shard(path: Path) -> Shard:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             ids, codes = z["ids"].astype(np.int64), z["codes"]
-        shard = Shard(path, int(meta["index"]), int(meta["count"]), str(meta["model_sha256"]),
-                      str(meta["database_sha256"]), float(meta["hash_seconds"]), ids, codes)
+        shard = Shard(
+            path,
+            int(meta["index"]),
+            int(meta["count"]),
+            str(meta["model_sha256"]),
+            str(meta["database_sha256"]),
+            float(meta["hash_seconds"]),
+            ids,
+            codes,
+        )
     except (OSError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path} is not a readable shard file ({e})") from None
     if codes.dtype != np.uint8 or codes.ndim != 2 or len(codes) != len(ids):
@@ -228,8 +259,12 @@ def _write_atomic(path: Path, ids: np.ndarray, codes: np.ndarray, meta: dict) ->
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, ids=ids.astype(np.int64), codes=np.ascontiguousarray(codes, dtype=np.uint8),
-                     meta=np.array(json.dumps(meta)))
+            np.savez(
+                f,
+                ids=ids.astype(np.int64),
+                codes=np.ascontiguousarray(codes, dtype=np.uint8),
+                meta=np.array(json.dumps(meta)),
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -37,8 +37,12 @@ def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
     """
     path = Path(path)
     meta = {
-        "version": _SPLITS_VERSION, "seed": cfg.seed, "n": len(images), "num_query": cfg.num_query,
-        "num_train": cfg.num_train, "num_database": cfg.num_database,
+        "version": _SPLITS_VERSION,
+        "seed": cfg.seed,
+        "n": len(images),
+        "num_query": cfg.num_query,
+        "num_train": cfg.num_train,
+        "num_database": cfg.num_database,
         "paths_sha256": images.paths_sha256(),
     }
     if path.is_file():
@@ -58,7 +62,7 @@ def _draw(n: int, cfg: DataConfig) -> Splits:
         raise ValueError(f"num_query must be less than the {n} images; got {cfg.num_query}")
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(n)
-    database = order[cfg.num_query:]
+    database = order[cfg.num_query :]
     if cfg.num_database > 0:
         database = database[: cfg.num_database]
     if cfg.num_train > len(database):
@@ -72,14 +76,19 @@ def _load_splits(path: Path, meta: dict) -> Splits | None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if any(saved.get(k) != v for k, v in meta.items()):
             return None
-        query, train, database = (np.asarray(saved[k], dtype=np.int64) for k in ("query", "train", "database"))
+        query, train, database = (
+            np.asarray(saved[k], dtype=np.int64) for k in ("query", "train", "database")
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("cannot read splits %s: %s", path, e)
         return None
     n = meta["n"]
     valid = (
-        len(query) == meta["num_query"] and len(train) == meta["num_train"]
-        and all(a.ndim == 1 and (a.size == 0 or (a.min() >= 0 and a.max() < n)) for a in (query, train, database))
+        len(query) == meta["num_query"]
+        and len(train) == meta["num_train"]
+        and all(
+            a.ndim == 1 and (a.size == 0 or (a.min() >= 0 and a.max() < n)) for a in (query, train, database)
+        )
         and not np.intersect1d(query, database).size
         and np.isin(train, database).all()
     )

@@ -38,8 +38,11 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files.extend(p for p in sorted(item.rglob("*"))
-                         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(PROTECTED_SUFFIX))
+            files.extend(
+                p
+                for p in sorted(item.rglob("*"))
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.endswith(PROTECTED_SUFFIX)
+            )
         elif item.is_file():
             files.append(item)
         else:
@@ -52,9 +55,16 @@ def output_path(source: Path, out_dir: Path | None) -> Path:
     return folder / (source.stem + PROTECTED_SUFFIX)
 
 
-def protect_files(protector: Protector, inputs: list[str | Path], *, mode: str, out_dir: Path | None,
-                  target_label: str | None = None, private: Path | None = None,
-                  overwrite: bool = False) -> Iterator[FileOutcome]:
+def protect_files(
+    protector: Protector,
+    inputs: list[str | Path],
+    *,
+    mode: str,
+    out_dir: Path | None,
+    target_label: str | None = None,
+    private: Path | None = None,
+    overwrite: bool = False,
+) -> Iterator[FileOutcome]:
     """Protect every image under ``inputs``; yields one outcome per file, as it finishes.
 
     Files whose output already exists are skipped unless ``overwrite``. A file that cannot

@@ -27,27 +27,34 @@ from retrieval.core.model import HashNet
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Protected:
     """One protected image and how the protection went."""
 
-    image: torch.Tensor          # (3, H, W) in [0, 1], on the 8-bit grid
-    code: np.ndarray             # (K/8,) code of the protected image
-    target_code: np.ndarray      # (K/8,)
+    image: torch.Tensor  # (3, H, W) in [0, 1], on the 8-bit grid
+    code: np.ndarray  # (K/8,) code of the protected image
+    target_code: np.ndarray  # (K/8,)
     target_label: str | None
     iterations: int
-    distance: int                # Hamming distance to the target after protection
+    distance: int  # Hamming distance to the target after protection
     psnr: float
     linf: float
-    trace: np.ndarray            # Hamming distance to the target per iteration
+    trace: np.ndarray  # Hamming distance to the target per iteration
 
     def png(self) -> bytes:
         return to_png(self.image)
 
     def summary(self) -> dict:
-        return {"target_label": self.target_label, "target_code": to_hex(self.target_code),
-                "code": to_hex(self.code), "iterations": self.iterations, "distance": self.distance,
-                "psnr_db": round(self.psnr, 2), "linf_255": round(self.linf * 255, 2)}
+        return {
+            "target_label": self.target_label,
+            "target_code": to_hex(self.target_code),
+            "code": to_hex(self.code),
+            "iterations": self.iterations,
+            "distance": self.distance,
+            "psnr_db": round(self.psnr, 2),
+            "linf_255": round(self.linf * 255, 2),
+        }
 
 
 class Protector:
@@ -57,8 +64,13 @@ class Protector:
     local store; only codes of database items are needed, never their images.
     """
 
-    def __init__(self, model: HashNet, cfg: PrivacyConfig, anchors: Callable[[str], np.ndarray],
-                 label_counts: dict[str, int]) -> None:
+    def __init__(
+        self,
+        model: HashNet,
+        cfg: PrivacyConfig,
+        anchors: Callable[[str], np.ndarray],
+        label_counts: dict[str, int],
+    ) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.label_counts = label_counts
@@ -77,14 +89,22 @@ class Protector:
         """The label whose anchor is nearest to ``code``: what the server would infer, computed locally."""
         usable = [l for l, c in self.label_counts.items() if c >= self.cfg.n_anchor]
         if not usable:
-            raise ValueError(f"no label has the {self.cfg.n_anchor} database items an anchor needs "
-                             f"(privacy.n_anchor); counts: {self.label_counts}")
+            raise ValueError(
+                f"no label has the {self.cfg.n_anchor} database items an anchor needs "
+                f"(privacy.n_anchor); counts: {self.label_counts}"
+            )
         anchors = np.stack([self.anchor(l) for l in usable])
         return usable[int(hamming(code.reshape(1, -1), anchors)[0].argmin())]
 
-    def protect(self, image: torch.Tensor, mode: str = "semantic", *, target_label: str | None = None,
-                private: torch.Tensor | None = None,
-                on_step: Callable[[int, int], None] | None = None) -> Protected:
+    def protect(
+        self,
+        image: torch.Tensor,
+        mode: str = "semantic",
+        *,
+        target_label: str | None = None,
+        private: torch.Tensor | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Protected:
         """Protect one image (3, H, W) in [0, 1]; ``on_step(k, distance)`` follows the progress.
 
         semantic: push toward the anchor of another label (``target_label`` or a random one);
@@ -97,7 +117,8 @@ class Protector:
         label = None
         if mode == "semantic":
             label = target_label or pick_target_label(
-                (self.likely_label(own),), self.label_counts, self.cfg.n_anchor, self.rng)
+                (self.likely_label(own),), self.label_counts, self.cfg.n_anchor, self.rng
+            )
             if label not in self.label_counts:
                 raise ValueError(f"unknown target label {label!r}; known: {sorted(self.label_counts)}")
             target = self.anchor(label)
@@ -110,27 +131,40 @@ class Protector:
         report = None if on_step is None else (lambda k, dist: on_step(k, int(dist[0])))
         result = self.attack(x, target.reshape(1, -1), on_step=report)
         return Protected(
-            image=result.images[0].cpu(), code=result.codes[0], target_code=target, target_label=label,
+            image=result.images[0].cpu(),
+            code=result.codes[0],
+            target_code=target,
+            target_label=label,
             iterations=int(result.iterations[0]),
             distance=int(hamming(result.codes[:1], target.reshape(1, -1))[0, 0]),
-            psnr=float(psnr(result.images, x)[0]), linf=float(linf(result.images, x)[0]),
+            psnr=float(psnr(result.images, x)[0]),
+            linf=float(linf(result.images, x)[0]),
             trace=result.trace[:, 0].cpu().numpy(),
         )
 
 
-
-def connect(server_url: str, cfg: PrivacyConfig, cache_dir: Path,
-            device: str = "cpu") -> tuple[Protector, RemoteService]:
+def connect(
+    server_url: str, cfg: PrivacyConfig, cache_dir: Path, device: str = "cpu"
+) -> tuple[Protector, RemoteService]:
     """A Protector on a server's model (downloaded once, sha256-checked) and anchors (codes only)."""
     server = RemoteService(server_url)
     model, _ = server.model(cache_dir, device)
     return Protector(model, cfg, lambda l: server.anchors(l, cfg.n_anchor, cfg.seed), server.labels()), server
 
 
-def query(image: torch.Tensor, server_url: str, cfg: PrivacyConfig | None, *, cache_dir: Path,
-          mode: str = "semantic", target_label: str | None = None, private: torch.Tensor | None = None,
-          radius: int | None = None, k: int | None = None,
-          device: str = "cpu") -> tuple[dict, Protected | None]:
+def query(
+    image: torch.Tensor,
+    server_url: str,
+    cfg: PrivacyConfig | None,
+    *,
+    cache_dir: Path,
+    mode: str = "semantic",
+    target_label: str | None = None,
+    private: torch.Tensor | None = None,
+    radius: int | None = None,
+    k: int | None = None,
+    device: str = "cpu",
+) -> tuple[dict, Protected | None]:
     """Query a server with ``image`` (3, H, W) in [0, 1]; the protection runs on ``device``.
 
     With ``cfg`` the image is protected here and only the protected PNG is sent; with None it

@@ -12,8 +12,9 @@ PSNR_CAP_DB = 100.0  # identical images: MSE floored at 1e-10, i.e. 100 dB inste
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim < 2:
-        raise ValueError(f"images must be batches (n, ...) of one shape; got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
+        raise ValueError(
+            f"images must be batches (n, ...) of one shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

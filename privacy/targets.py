@@ -40,11 +40,12 @@ def p2p_target(codes: np.ndarray, rng: np.random.Generator | None = None) -> np.
     """P2P target: one item's code, drawn with ``rng`` (the first one without). (n, K/8) -> (1, K/8)."""
     codes = _nonempty(codes)
     i = 0 if rng is None else int(rng.integers(codes.shape[0]))
-    return codes[i:i + 1].copy()
+    return codes[i : i + 1].copy()
 
 
-def pick_target_label(own_labels: Iterable[str], label_counts: Mapping[str, int],
-                      n_anchor: int, rng: np.random.Generator) -> str:
+def pick_target_label(
+    own_labels: Iterable[str], label_counts: Mapping[str, int], n_anchor: int, rng: np.random.Generator
+) -> str:
     """A random label that the query does not carry and that has >= n_anchor items.
 
     Candidates are sorted before the draw, so a seeded ``rng`` gives the same label every run.
@@ -53,11 +54,11 @@ def pick_target_label(own_labels: Iterable[str], label_counts: Mapping[str, int]
     if not isinstance(n_anchor, int) or n_anchor < 1:
         raise ValueError(f"n_anchor must be an int >= 1; got {n_anchor!r}")
     own = set(own_labels)
-    candidates = sorted(lab for lab, count in label_counts.items()
-                        if lab not in own and count >= n_anchor)
+    candidates = sorted(lab for lab, count in label_counts.items() if lab not in own and count >= n_anchor)
     if not candidates:
-        raise ValueError(f"no label other than {sorted(own)} has >= {n_anchor} items; "
-                         f"counts: {dict(label_counts)}")
+        raise ValueError(
+            f"no label other than {sorted(own)} has >= {n_anchor} items; counts: {dict(label_counts)}"
+        )
     return candidates[int(rng.integers(len(candidates)))]
 
 
@@ -73,11 +74,13 @@ def carrier_target(model: nn.Module, private_image: torch.Tensor) -> np.ndarray:
     """
     x = private_image.unsqueeze(0) if private_image.ndim == 3 else private_image
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"private_image must have shape (3, H, W) or (n, 3, H, W); "
-                         f"got {tuple(private_image.shape)}")
+        raise ValueError(
+            f"private_image must have shape (3, H, W) or (n, 3, H, W); got {tuple(private_image.shape)}"
+        )
     if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"private_image must lie in [0, 1]; got range "
-                         f"[{x.min().item():.4g}, {x.max().item():.4g}]")
+        raise ValueError(
+            f"private_image must lie in [0, 1]; got range [{x.min().item():.4g}, {x.max().item():.4g}]"
+        )
     was_training = model.training
     model.eval()
     try:

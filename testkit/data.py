@@ -27,7 +27,7 @@ def make_folder_dataset(root: Path, n: int = 240, size: int = 32, seed: int = 0)
         img[:] = PALETTE[c]
         if i % 10 == 0:  # a few multi-label images: the second colour fills the lower half
             c2 = (c + 1) % 4
-            img[size // 2:] = PALETTE[c2]
+            img[size // 2 :] = PALETTE[c2]
             labels.append(NAMES[c2])
         img += rng.normal(0, 25, img.shape)
         path = f"img/{i:04d}.png"
@@ -43,8 +43,14 @@ def tiny_config(work_dir: Path, data_dir: Path) -> Config:
         Config(),
         paths={"work_dir": work_dir},
         model={"backbone": "small_cnn", "hash_bits": 16, "image_size": 32, "freeze_backbone": False},
-        data={"dataset": "folder", "data_dir": str(data_dir), "num_query": 40, "num_train": 160,
-              "num_database": 0, "seed": 0},
+        data={
+            "dataset": "folder",
+            "data_dir": str(data_dir),
+            "num_query": 40,
+            "num_train": 160,
+            "num_database": 0,
+            "seed": 0,
+        },
         train={"epochs": 15, "batch_size": 32, "lr": 0.003, "eta": 0.01},
         index={"batch_size": 64, "workers": 0},
         server={"radius": 2, "port": 0},

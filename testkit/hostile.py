@@ -77,15 +77,23 @@ def mutated_images(draw: st.DrawFn) -> tuple[str, bytes]:
     """A valid seed with 1-6 byte-level edits: overwrite, delete a run, insert, truncate."""
     name = draw(st.sampled_from(sorted(SEEDS)))
     data = bytearray(SEEDS[name])
-    edits = draw(st.lists(st.tuples(st.sampled_from(("set", "delete", "insert", "truncate")),
-                                    st.integers(0, 2**20), st.binary(min_size=1, max_size=8)),
-                          min_size=1, max_size=6))
+    edits = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(("set", "delete", "insert", "truncate")),
+                st.integers(0, 2**20),
+                st.binary(min_size=1, max_size=8),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
     for op, pos, blob in edits:
         at = pos % (len(data) + 1)
         if op == "set":
-            data[at:at + len(blob)] = blob
+            data[at : at + len(blob)] = blob
         elif op == "delete":
-            del data[at:at + len(blob) * 4]
+            del data[at : at + len(blob) * 4]
         elif op == "insert":
             data[at:at] = blob
         else:
@@ -95,15 +103,19 @@ def mutated_images(draw: st.DrawFn) -> tuple[str, bytes]:
 
 def upload_bytes() -> st.SearchStrategy[tuple[str, bytes]]:
     """(where it came from, bytes): arbitrary bytes, a valid seed, or a mutated seed."""
-    return st.one_of(st.binary(max_size=4096).map(lambda b: ("arbitrary bytes", b)),
-                     st.sampled_from(sorted(SEEDS.items())),
-                     mutated_images())
+    return st.one_of(
+        st.binary(max_size=4096).map(lambda b: ("arbitrary bytes", b)),
+        st.sampled_from(sorted(SEEDS.items())),
+        mutated_images(),
+    )
 
 
 def png_bomb(side: int = 8000) -> bytes:
     """A valid greyscale PNG of side x side zero pixels (64 M at 8000) in about 70 KB."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     pixels = zlib.compress(bytes((side + 1) * side), 9)  # each row: filter byte 0, then zeros
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
@@ -133,22 +145,25 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in self.case.expect and self.good_answered and (self.status < 400 or bool(self.error))
+        return (
+            self.status in self.case.expect and self.good_answered and (self.status < 400 or bool(self.error))
+        )
 
 
 def _file(data: bytes, name: str = "q.png") -> dict[str, Any]:
     return {"files": {"image": (name, data, "application/octet-stream")}}
 
 
-def bad_inputs(hash_bits: int, max_upload_mb: float, good_code: str, token: str, label: str,
-               image_id: int) -> list[BadInput]:
+def bad_inputs(
+    hash_bits: int, max_upload_mb: float, good_code: str, token: str, label: str, image_id: int
+) -> list[BadInput]:
     """Every bad input of issue #6; the five odd image modes may be converted (200) or refused (4xx).
 
     ``label`` and ``image_id`` exist in the served store; ``image_id + 1`` must not.
     """
     jpeg, png = SEEDS["jpeg_rgb"], SEEDS["png_rgb"]
     sof = jpeg.index(b"\xff\xc0")
-    corrupt_jpeg = jpeg[:sof + 5] + b"\x00\x00\x00\x00" + jpeg[sof + 9:]  # zero height and width
+    corrupt_jpeg = jpeg[: sof + 5] + b"\x00\x00\x00\x00" + jpeg[sof + 9 :]  # zero height and width
     corrupt_png = png[:20] + bytes([png[20] ^ 0xFF]) + png[21:]  # IHDR no longer matches its CRC
     odd = (200, 400, 415, 422)
     search, auth = "/api/search", {"Authorization": f"Bearer {token}"}
@@ -165,20 +180,31 @@ def bad_inputs(hash_bits: int, max_upload_mb: float, good_code: str, token: str,
         BadInput("truncated PNG", "POST", search, _file(png[: len(png) // 2])),
         BadInput("corrupt PNG (bad IHDR CRC)", "POST", search, _file(corrupt_png)),
         BadInput("decompression bomb (8000x8000 PNG, 70 KB)", "POST", search, _file(png_bomb())),
-        BadInput(f"file over the {max_upload_mb:g} MB upload limit", "POST", search,
-                 _file(png + bytes(int(max_upload_mb * 2**20) + 1024)), (413,)),
+        BadInput(
+            f"file over the {max_upload_mb:g} MB upload limit",
+            "POST",
+            search,
+            _file(png + bytes(int(max_upload_mb * 2**20) + 1024)),
+            (413,),
+        ),
         BadInput("animated GIF", "POST", search, _file(SEEDS["gif_animated"], "a.gif"), odd),
         BadInput("16-bit greyscale PNG", "POST", search, _file(SEEDS["png_16bit"]), odd),
         BadInput("CMYK JPEG", "POST", search, _file(SEEDS["jpeg_cmyk"], "c.jpg"), odd),
         BadInput("palette PNG", "POST", search, _file(SEEDS["png_palette"]), odd),
         BadInput("RGBA PNG", "POST", search, _file(SEEDS["png_rgba"]), odd),
-        BadInput("wrong field name (multipart 'file')", "POST", search,
-                 {"files": {"file": ("q.png", png, "image/png")}}),
+        BadInput(
+            "wrong field name (multipart 'file')",
+            "POST",
+            search,
+            {"files": {"file": ("q.png", png, "image/png")}},
+        ),
         BadInput("wrong field name (JSON 'hash')", "POST", search, {"json": {"hash": good_code}}),
         BadInput("code of wrong length", "POST", search, {"json": {"code": good_code + "0"}}),
         BadInput("non-hex code", "POST", search, {"json": {"code": "zz" * (hash_bits // 8)}}),
         BadInput("radius -1", "POST", search, code_query(radius=-1)),
-        BadInput(f"radius {hash_bits + 1} (above the bit length)", "POST", search, code_query(radius=hash_bits + 1)),
+        BadInput(
+            f"radius {hash_bits + 1} (above the bit length)", "POST", search, code_query(radius=hash_bits + 1)
+        ),
         BadInput("k 0", "POST", search, code_query(k=0)),
         BadInput("k 10**12", "POST", search, code_query(k=10**12)),
         BadInput("radius as a word ('two')", "POST", search, code_query(radius="two")),
@@ -186,28 +212,66 @@ def bad_inputs(hash_bits: int, max_upload_mb: float, good_code: str, token: str,
         BadInput("k true", "POST", search, code_query(k=True)),
         BadInput("code as a number", "POST", search, {"json": {"code": 1234}}),
         BadInput("body a JSON list", "POST", search, {"json": [good_code]}),
-        BadInput("malformed JSON", "POST", search,
-                 {"data": b'{"code": ', "headers": {"Content-Type": "application/json"}}),
-        BadInput("JSON nested 100,000 deep", "POST", search,
-                 {"data": b"[" * 100_000, "headers": {"Content-Type": "application/json"}}),
+        BadInput(
+            "malformed JSON",
+            "POST",
+            search,
+            {"data": b'{"code": ', "headers": {"Content-Type": "application/json"}},
+        ),
+        BadInput(
+            "JSON nested 100,000 deep",
+            "POST",
+            search,
+            {"data": b"[" * 100_000, "headers": {"Content-Type": "application/json"}},
+        ),
         BadInput("unknown label", "GET", "/api/anchors", {"params": {"label": "horse"}}, (404,)),
         BadInput("anchors n as a word", "GET", "/api/anchors", {"params": {"label": label, "n": "many"}}),
         BadInput("image id that does not exist", "GET", f"/api/images/{image_id + 1}", expect=(404,)),
         BadInput("image id beyond int64", "GET", "/api/images/99999999999999999999", expect=(404,)),
         BadInput("thumbnail size 8 (below 16)", "GET", f"/api/images/{image_id}", {"params": {"size": 8}}),
-        BadInput("path-like id ../../etc/passwd", "GET", "/api/images/../../etc/passwd",
-                 expect=(404,), raw_path=True),
-        BadInput("path-like id, %2F-encoded", "GET", "/api/images/..%2F..%2Fetc%2Fpasswd", expect=(404,),
-                 raw_path=True),
+        BadInput(
+            "path-like id ../../etc/passwd",
+            "GET",
+            "/api/images/../../etc/passwd",
+            expect=(404,),
+            raw_path=True,
+        ),
+        BadInput(
+            "path-like id, %2F-encoded",
+            "GET",
+            "/api/images/..%2F..%2Fetc%2Fpasswd",
+            expect=(404,),
+            raw_path=True,
+        ),
         BadInput("admin: no token", "GET", "/api/admin/queries", expect=(401,)),
-        BadInput("admin: wrong token", "GET", "/api/admin/queries",
-                 {"headers": {"Authorization": "Bearer wrong"}}, (403,)),
-        BadInput("admin: not a bearer header", "GET", "/api/admin/queries",
-                 {"headers": {"Authorization": f"Basic {token}"}}, (401,)),
-        BadInput("admin upload: wrong token", "GET", "/api/admin/queries/1/upload",
-                 {"headers": {"Authorization": "Bearer wrong"}}, (403,)),
-        BadInput("admin upload: query id that does not exist", "GET", "/api/admin/queries/999999/upload",
-                 {"headers": auth}, (404,)),
+        BadInput(
+            "admin: wrong token",
+            "GET",
+            "/api/admin/queries",
+            {"headers": {"Authorization": "Bearer wrong"}},
+            (403,),
+        ),
+        BadInput(
+            "admin: not a bearer header",
+            "GET",
+            "/api/admin/queries",
+            {"headers": {"Authorization": f"Basic {token}"}},
+            (401,),
+        ),
+        BadInput(
+            "admin upload: wrong token",
+            "GET",
+            "/api/admin/queries/1/upload",
+            {"headers": {"Authorization": "Bearer wrong"}},
+            (403,),
+        ),
+        BadInput(
+            "admin upload: query id that does not exist",
+            "GET",
+            "/api/admin/queries/999999/upload",
+            {"headers": auth},
+            (404,),
+        ),
         BadInput("GET on the POST-only /api/search", "GET", search, expect=(405,)),
     ]
 
@@ -237,7 +301,9 @@ def run_bad_inputs(base_url: str, cases: list[BadInput], good: dict[str, Any]) -
     for case in cases:
         status, body = send(base_url, case)
         if status < 400:
-            error = f"accepted: code {body['code']}" if isinstance(body, dict) and "code" in body else "accepted"
+            error = (
+                f"accepted: code {body['code']}" if isinstance(body, dict) and "code" in body else "accepted"
+            )
         else:
             error = body.get("error", "") if isinstance(body, dict) else ""
         again = requests.post(base_url + "/api/search", json=good, timeout=60)

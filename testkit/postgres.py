@@ -26,12 +26,16 @@ _BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 def find_bin_dir() -> Path:
     """The newest /usr/lib/postgresql/<major>/bin that holds initdb and pg_ctl."""
-    found = [Path(d) for d in glob.glob(_BIN_GLOB)
-             if (Path(d) / "initdb").is_file() and (Path(d) / "pg_ctl").is_file()]
+    found = [
+        Path(d)
+        for d in glob.glob(_BIN_GLOB)
+        if (Path(d) / "initdb").is_file() and (Path(d) / "pg_ctl").is_file()
+    ]
     if not found:
         raise FileNotFoundError(
             f"PostgreSQL server binaries not found ({_BIN_GLOB}/initdb); run `make test`, "
-            "which installs Debian's postgresql package before running the tests")
+            "which installs Debian's postgresql package before running the tests"
+        )
     return max(found, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)
 
 
@@ -57,8 +61,9 @@ class PostgresServer:
         import psycopg
 
         name = f"{prefix}_{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
-                             autocommit=True) as con:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
+        ) as con:
             con.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -67,18 +72,42 @@ class PostgresServer:
         if out.returncode != 0:
             log = self.root / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
-            raise RuntimeError(f"{' '.join(args[:2])} failed ({out.returncode}): "
-                               f"{out.stderr.strip()[-2000:]}\n{tail}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed ({out.returncode}): {out.stderr.strip()[-2000:]}\n{tail}"
+            )
 
     def start(self) -> None:
         pg = str(self.bin_dir)
-        self._run(f"{pg}/initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-                  "-E", "UTF8", "--no-locale", "--no-sync")
+        self._run(
+            f"{pg}/initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        )
         # a zone other than UTC, so that the tests see timestamps come back in the session's zone
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c TimeZone=Asia/Kolkata "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        self._run(f"{pg}/pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                  "-l", str(self.root / "server.log"), "-o", opts)
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c TimeZone=Asia/Kolkata "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            f"{pg}/pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            opts,
+        )
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").is_file():
@@ -95,8 +124,10 @@ def start_server() -> PostgresServer:
             user = pwd.getpwnam("postgres")
         except KeyError:
             shutil.rmtree(root)
-            raise FileNotFoundError("running as root, but there is no `postgres` system user to run "
-                                    "PostgreSQL as; run `make test`, which installs Debian's postgresql") from None
+            raise FileNotFoundError(
+                "running as root, but there is no `postgres` system user to run "
+                "PostgreSQL as; run `make test`, which installs Debian's postgresql"
+            ) from None
         os.chown(root, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     server = PostgresServer(bin_dir, root, 0, run_as)

@@ -37,8 +37,9 @@ def live_server(app: Callable, threads: int = 4) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0,
-                 log_path: Path | None = None) -> None:
+def wait_healthy(
+    url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0, log_path: Path | None = None
+) -> None:
     """Return once ``url``/api/health answers; RuntimeError if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -51,21 +52,42 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
         except requests.ConnectionError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"no answer from {url}/api/health within {timeout:.0f} s"
-                       + (f"; log in {log_path}" if log_path else ""))
+    raise RuntimeError(
+        f"no answer from {url}/api/health within {timeout:.0f} s"
+        + (f"; log in {log_path}" if log_path else "")
+    )
 
 
-def start_serve(config_path: Path, port: int, *args: str, env: dict[str, str] | None = None,
-                log_path: Path | None = None, timeout: float = 120.0) -> subprocess.Popen:
+def start_serve(
+    config_path: Path,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float = 120.0,
+) -> subprocess.Popen:
     """`hashveil --config FILE serve --port P ARGS` in a child process, returned once it answers.
 
     Its output goes to ``log_path`` (default: beside the config file).
     """
     log_path = log_path or config_path.with_name(f"serve-{port}-{time.monotonic_ns()}.log")
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "hashveil", "--config", str(config_path), "serve",
-                                 "--port", str(port), *args], stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hashveil",
+                "--config",
+                str(config_path),
+                "serve",
+                "--port",
+                str(port),
+                *args,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, timeout, log_path)
     except RuntimeError:

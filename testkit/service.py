@@ -38,13 +38,17 @@ def random_png(rng: np.random.Generator, size: int = 32) -> bytes:
 
 def build_tiny_service(tmp_path: Path) -> Config:
     """A complete model + images + index + store + manifest set in tmp_path; returns its Config."""
-    cfg = override(Config(), paths={"work_dir": tmp_path},
-                   model={"backbone": "small_cnn", "hash_bits": BITS, "image_size": 32},
-                   index={"db_url": f"sqlite:///{tmp_path / 'tiny.sqlite'}"},
-                   server={"radius": 2, "max_k": 50, "max_upload_mb": 1})
+    cfg = override(
+        Config(),
+        paths={"work_dir": tmp_path},
+        model={"backbone": "small_cnn", "hash_bits": BITS, "image_size": 32},
+        index={"db_url": f"sqlite:///{tmp_path / 'tiny.sqlite'}"},
+        server={"radius": 2, "max_k": 50, "max_upload_mb": 1},
+    )
     model = untrained_model(cfg.model)
-    card = save_checkpoint(model, tmp_path / "model", model.card(dataset="tiny", label_names=LABELS,
-                                                                metrics={"map": 0.5}))
+    card = save_checkpoint(
+        model, tmp_path / "model", model.card(dataset="tiny", label_names=LABELS, metrics={"map": 0.5})
+    )
     rng = np.random.default_rng(0)
     root = tmp_path / "images"
     root.mkdir()
@@ -62,12 +66,24 @@ def build_tiny_service(tmp_path: Path) -> Config:
     index.save(tmp_path / "index" / "index.faiss")
     store = Store(cfg.db_url)
     store.create()
-    store.replace_images((ImageRow(i, p, lab, "database", c.tobytes())
-                          for (i, p, lab), c in zip(rows, codes)), LABELS)
-    write_manifest(tmp_path / "index" / "manifest.json", Manifest(
-        model_sha256=card.sha256, hash_bits=BITS, index_file="index.faiss", index_kind="flat",
-        index_sha256=file_sha256(tmp_path / "index" / "index.faiss"), count=N_IMAGES,
-        store_fingerprint=store.fingerprint(), db_url=cfg.db_url, image_root=str(root.resolve()),
-        dataset="tiny", created=datetime.now(timezone.utc).isoformat()))
+    store.replace_images(
+        (ImageRow(i, p, lab, "database", c.tobytes()) for (i, p, lab), c in zip(rows, codes)), LABELS
+    )
+    write_manifest(
+        tmp_path / "index" / "manifest.json",
+        Manifest(
+            model_sha256=card.sha256,
+            hash_bits=BITS,
+            index_file="index.faiss",
+            index_kind="flat",
+            index_sha256=file_sha256(tmp_path / "index" / "index.faiss"),
+            count=N_IMAGES,
+            store_fingerprint=store.fingerprint(),
+            db_url=cfg.db_url,
+            image_root=str(root.resolve()),
+            dataset="tiny",
+            created=datetime.now(timezone.utc).isoformat(),
+        ),
+    )
     store.close()
     return cfg

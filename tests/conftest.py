@@ -10,6 +10,7 @@ import pytest
 from retrieval.core.config import Config
 from testkit.data import make_folder_dataset, save_untrained_model, tiny_config
 
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("data"))

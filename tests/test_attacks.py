@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from privacy.attacks import ATTACKS, RNM, Result, Tanh, make_attack
 from evaluation.obfuscation import OBFUSCATIONS, blur, mosaic
+from privacy.attacks import ATTACKS, RNM, Result, Tanh, make_attack
 from privacy.attacks.rnm import literal_loss, margin_loss, proximal_loss
 from privacy.attacks.tanh import alpha_schedule, tanh_loss
 from privacy.metrics import PSNR_CAP_DB, linf, psnr
@@ -241,8 +241,7 @@ def test_off_grid_input_is_quantised_within_the_budget(model: HashNet) -> None:
 @pytest.mark.parametrize("name", sorted(OBFUSCATIONS))
 def test_obfuscations_keep_range_and_shape(name: str) -> None:
     x = grid_images(2, seed=9)[:, :, :30, :30]
-    strength = {"mosaic": 4, "brightness": 1.7, "transparency": 0.4,
-                "gaussian_noise": 0.2, "blur": 1.5}[name]
+    strength = {"mosaic": 4, "brightness": 1.7, "transparency": 0.4, "gaussian_noise": 0.2, "blur": 1.5}[name]
     out = OBFUSCATIONS[name](x, strength)
     assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert float((out - x).abs().max()) > 0.01
@@ -253,7 +252,7 @@ def test_mosaic_is_piecewise_constant_on_its_blocks() -> None:
     out = mosaic(x, 4)
     for r0 in range(0, 30, 4):
         for c0 in range(0, 30, 4):
-            tile, src = out[..., r0:r0 + 4, c0:c0 + 4], x[..., r0:r0 + 4, c0:c0 + 4]
+            tile, src = out[..., r0 : r0 + 4, c0 : c0 + 4], x[..., r0 : r0 + 4, c0 : c0 + 4]
             want = src.mean(dim=(-2, -1), keepdim=True).expand_as(tile)
             assert torch.allclose(tile, want, atol=1e-6)
 

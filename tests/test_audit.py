@@ -14,18 +14,17 @@ import numpy as np
 import pytest
 from flask import Flask, abort, jsonify, request
 
-from index_builder.datasets import open_dataset
-
-from index_builder.splits import make_splits
-from privacy.attacks import make_attack
 from audit.logs import read_log_http, read_log_store, read_true_labels
 from audit.replay import AttackerView, AuditReport, PairAudit, Retrieved, audit_log, audit_pair, leakage
 from audit.report import format_summary, from_json, to_json
-from retrieval.core.votes import majority_label
 from audit.report_html import log_html, pair_html
+from index_builder.datasets import open_dataset
+from index_builder.splits import make_splits
+from privacy.attacks import make_attack
 from privacy.targets import anchor_code
 from retrieval.core.codes import hamming, to_hex
 from retrieval.core.imaging import decode_image, load_image, to_png, to_tensor
+from retrieval.core.votes import majority_label
 from retrieval.service.search import open_searcher
 from testkit.servers import live_server
 
@@ -49,23 +48,38 @@ def logged(tiny_trained):
     path = images.root / images.paths[index]
     original = to_tensor(load_image(path))
     own = searcher.encode(original[None])
-    target = max(sorted(n for n in names if n != label),
-                 key=lambda n: int(hamming(anchors[n], own)[0, 0]))
+    target = max(sorted(n for n in names if n != label), key=lambda n: int(hamming(anchors[n], own)[0, 0]))
     # a generous budget: the tiny colour model only gives way to visible changes
-    result = make_attack("rnm", searcher.model, eps=0.5, steps=100, step_size=8 / 255)(original[None],
-                                                                                      anchors[target])
+    result = make_attack("rnm", searcher.model, eps=0.5, steps=100, step_size=8 / 255)(
+        original[None], anchors[target]
+    )
     assert bool(result.reached[0]), "precondition: the protection reaches the target on the tiny model"
     sent_png = to_png(result.images[0])
     ids = {}
     for kind, data in (("plain", path.read_bytes()), ("protected", sent_png)):
         code = searcher.encode(to_tensor(decode_image(data))[None])[0]
         hits = searcher.search_code(code, RADIUS)
-        ids[kind] = store.log_query(code=code.tobytes(), radius=RADIUS, k=None, result_ids=[h.id for h in hits],
-                                    upload=data, upload_type="image", remote_addr="127.0.0.1")
+        ids[kind] = store.log_query(
+            code=code.tobytes(),
+            radius=RADIUS,
+            k=None,
+            result_ids=[h.id for h in hits],
+            upload=data,
+            upload_type="image",
+            remote_addr="127.0.0.1",
+        )
     rows = [r for r in store.query_log(limit=1000) if r.id in ids.values()]
     sent = to_tensor(decode_image(sent_png))
-    return dict(cfg=cfg, searcher=searcher, label=label, target=target, ids=ids, rows=rows,
-                original=original, sent=sent)
+    return dict(
+        cfg=cfg,
+        searcher=searcher,
+        label=label,
+        target=target,
+        ids=ids,
+        rows=rows,
+        original=original,
+        sent=sent,
+    )
 
 
 def test_audit_tells_a_leaking_query_from_a_protected_one(logged) -> None:
@@ -108,9 +122,21 @@ def test_majority_vote_by_hand() -> None:
     assert (label, votes) == ("a", {"a": 2, "b": 2, "c": 1})
     assert majority_label([("z",), ("y", "z")]) == ("z", {"y": 1, "z": 2})
     assert majority_label([]) == (None, {})
-    view = AttackerView("00", 1, 3, (), (Retrieved(1, 0, ("a",)), Retrieved(2, 1, ("b", "c")),
-                                        Retrieved(3, 1, ("c",)), Retrieved(4, 1, ("d",))),
-                        {}, "c", "radius")
+    view = AttackerView(
+        "00",
+        1,
+        3,
+        (),
+        (
+            Retrieved(1, 0, ("a",)),
+            Retrieved(2, 1, ("b", "c")),
+            Retrieved(3, 1, ("c",)),
+            Retrieved(4, 1, ("d",)),
+        ),
+        {},
+        "c",
+        "radius",
+    )
     assert leakage(view, {"c"}) == 0.5 and leakage(view, {"a", "b"}) == 0.5 and leakage(view, {"x"}) == 0
 
 
@@ -127,9 +153,11 @@ def test_pair_audit_and_reports(logged, tmp_path: Path) -> None:
     page = pair_html(pair, searcher, original, sent)
     # original, sent, perturbation and the results of both sides, all inlined
     assert page.count("data:image/png;base64,") == 3 + len(pair.original.basis[:8]) + len(pair.sent.basis[:8])
-    assert "src=\"http" not in page and "src='http" not in page
+    assert 'src="http' not in page and "src='http" not in page
     assert from_json(to_json(pair), PairAudit) == pair
-    report = audit_log(searcher, logged["rows"], true_labels={r.id: {logged["label"]} for r in logged["rows"]})
+    report = audit_log(
+        searcher, logged["rows"], true_labels={r.id: {logged["label"]} for r in logged["rows"]}
+    )
     page = log_html(report, searcher, logged["rows"])
     assert page.count("data:image/png;base64,") >= 2 + 2
     text = to_json(report)
@@ -143,8 +171,9 @@ def test_read_log_from_store_and_http(logged) -> None:
     assert from_store == rows
     with live_server(admin_app(rows, token="s3cret")) as url:
         got = read_log_http(url, "s3cret", limit=10)
-        assert [(r.id, r.code, r.radius, r.k, r.result_ids, r.upload, r.upload_type) for r in got] == \
-            [(r.id, r.code, r.radius, r.k, r.result_ids, r.upload, r.upload_type) for r in rows]
+        assert [(r.id, r.code, r.radius, r.k, r.result_ids, r.upload, r.upload_type) for r in got] == [
+            (r.id, r.code, r.radius, r.k, r.result_ids, r.upload, r.upload_type) for r in rows
+        ]
         assert [r.created_at for r in got] == [r.created_at for r in rows]
         assert all(r.upload is None for r in read_log_http(url, "s3cret", uploads=False))
         with pytest.raises(ValueError, match="401"):
@@ -175,10 +204,21 @@ def admin_app(rows, token: str) -> Flask:
         check()
         lo = int(request.args.get("offset", 0))
         hi = lo + int(request.args.get("limit", 100))
-        return jsonify(queries=[{"id": r.id, "created_at": r.created_at.isoformat(), "code": r.code.hex(),
-                                 "radius": r.radius, "k": r.k, "result_ids": list(r.result_ids),
-                                 "upload_type": r.upload_type, "has_upload": r.upload is not None}
-                                for r in rows[lo:hi]])
+        return jsonify(
+            queries=[
+                {
+                    "id": r.id,
+                    "created_at": r.created_at.isoformat(),
+                    "code": r.code.hex(),
+                    "radius": r.radius,
+                    "k": r.k,
+                    "result_ids": list(r.result_ids),
+                    "upload_type": r.upload_type,
+                    "has_upload": r.upload is not None,
+                }
+                for r in rows[lo:hi]
+            ]
+        )
 
     @app.get("/api/admin/queries/<int:qid>/upload")
     def upload(qid: int):

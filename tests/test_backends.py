@@ -72,7 +72,9 @@ def test_range_search_equals_brute_force(make_index, bits: int) -> None:
             want_ids, want_d = brute(q, db, ids)
             keep = want_d <= radius
             assert got_ids.dtype == got_d.dtype == np.int64
-            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[keep].tolist(), want_d[keep].tolist()), radius
+            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[keep].tolist(), want_d[keep].tolist()), (
+                radius
+            )
 
 
 def test_knn_equals_brute_force_with_ties_by_id(make_index) -> None:
@@ -85,8 +87,10 @@ def test_knn_equals_brute_force_with_ties_by_id(make_index) -> None:
 
 def test_radius_is_inclusive_at_the_edge(make_index) -> None:
     index = make_index(32)
-    index.add(np.array([[0, 0, 0, 0], [0b111, 0, 0, 0], [0b1111, 0, 0, 0], [0, 0, 0, 0b1111_1111]],
-                       dtype=np.uint8), np.array([40, 30, 20, 10]))  # distances 0, 3, 4, 8 from zero
+    index.add(
+        np.array([[0, 0, 0, 0], [0b111, 0, 0, 0], [0b1111, 0, 0, 0], [0, 0, 0, 0b1111_1111]], dtype=np.uint8),
+        np.array([40, 30, 20, 10]),
+    )  # distances 0, 3, 4, 8 from zero
     zero = np.zeros((1, 4), dtype=np.uint8)
     assert index.range_search(zero, 0)[0][0].tolist() == [40]
     assert index.range_search(zero, 3)[0][0].tolist() == [40, 30]
@@ -109,7 +113,10 @@ def test_search_caps_range_results_at_k(make_index) -> None:
         for q, (got_ids, got_d) in zip(queries, index.search(queries, radius, k)):
             want_ids, want_d = brute(q, db, ids)
             keep = want_d <= radius
-            assert (got_ids.tolist(), got_d.tolist()) == (want_ids[keep][:k].tolist(), want_d[keep][:k].tolist())
+            assert (got_ids.tolist(), got_d.tolist()) == (
+                want_ids[keep][:k].tolist(),
+                want_d[keep][:k].tolist(),
+            )
     assert [len(i) for i, _ in index.search(queries, 32)] == [300] * len(queries)
 
 

@@ -14,12 +14,20 @@ import pytest
 import requests
 from PIL import Image
 
-from testkit.hostile import SEEDS, bad_inputs, grey16_picture, markdown_table, picture, rgba_picture, run_bad_inputs
-from testkit.servers import live_server
 from retrieval.core.codes import to_hex
 from retrieval.core.config import override
 from retrieval.service.server import create_app
 from retrieval.service.store import Store
+from testkit.hostile import (
+    SEEDS,
+    bad_inputs,
+    grey16_picture,
+    markdown_table,
+    picture,
+    rgba_picture,
+    run_bad_inputs,
+)
+from testkit.servers import live_server
 from testkit.service import BITS, build_tiny_service
 
 TOKEN = "bad-input-token"
@@ -51,15 +59,22 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_answering(served) -> 
     assert not failed, "\n" + markdown_table(failed)
     by_name = {o.case.name: o for o in outcomes}
     needles = {
-        "empty body": "send an image", "empty image file": "empty", "not an image (text)": "not a readable image",
-        "truncated JPEG": "truncated", "truncated PNG": "truncated",
+        "empty body": "send an image",
+        "empty image file": "empty",
+        "not an image (text)": "not a readable image",
+        "truncated JPEG": "truncated",
+        "truncated PNG": "truncated",
         "corrupt PNG (bad IHDR CRC)": "not a readable image",
         "decompression bomb (8000x8000 PNG, 70 KB)": "64000000 pixels; the limit is 40000000",
-        "file over the 1 MB upload limit": "1 MB upload limit", "code of wrong length": "4 hex digits",
-        "non-hex code": "not valid hex", "radius -1": "radius must be an int in [0, 16]; got -1",
+        "file over the 1 MB upload limit": "1 MB upload limit",
+        "code of wrong length": "4 hex digits",
+        "non-hex code": "not valid hex",
+        "radius -1": "radius must be an int in [0, 16]; got -1",
         "radius 17 (above the bit length)": "radius must be an int in [0, 16]; got 17",
-        "k 0": "k must be an int in [1, 50]; got 0", "k 10**12": "got 1000000000000",
-        "unknown label": "unknown label 'horse'", "admin: wrong token": "wrong admin token",
+        "k 0": "k must be an int in [1, 50]; got 0",
+        "k 10**12": "got 1000000000000",
+        "unknown label": "unknown label 'horse'",
+        "admin: wrong token": "wrong admin token",
         "image id beyond int64": "not found",
     }
     for name, needle in needles.items():
@@ -98,9 +113,15 @@ def _references() -> dict[str, np.ndarray]:
 def test_odd_image_modes_are_converted_like_the_reference(served, seed) -> None:
     _, url = served
     ref = _references()[seed]
-    sent = requests.post(url + "/api/search", files={"image": ("q", SEEDS[seed])}, data={"radius": 0}, timeout=60)
-    want = requests.post(url + "/api/search", files={"image": ("r.png", _png(Image.fromarray(ref)))},
-                         data={"radius": 0}, timeout=60)
+    sent = requests.post(
+        url + "/api/search", files={"image": ("q", SEEDS[seed])}, data={"radius": 0}, timeout=60
+    )
+    want = requests.post(
+        url + "/api/search",
+        files={"image": ("r.png", _png(Image.fromarray(ref)))},
+        data={"radius": 0},
+        timeout=60,
+    )
     assert sent.status_code == want.status_code == 200, sent.text
     assert sent.json()["code"] == want.json()["code"]
     assert sent.json()["results"] == want.json()["results"]

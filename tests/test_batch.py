@@ -56,8 +56,9 @@ def test_protect_writes_outputs_and_sidecars_then_skips_them(protector, photos, 
     again = list(protect_files(protector, [photos], mode="untargeted", out_dir=out_dir))
     assert all(o.protected is None and o.error is None for o in again)  # skipped: outputs exist
     before = (out_dir / "a.protected.png").stat().st_mtime_ns
-    redone = list(protect_files(protector, [photos / "a.png"], mode="untargeted", out_dir=out_dir,
-                                overwrite=True))
+    redone = list(
+        protect_files(protector, [photos / "a.png"], mode="untargeted", out_dir=out_dir, overwrite=True)
+    )
     assert redone[0].protected is not None
     assert (out_dir / "a.protected.png").stat().st_mtime_ns >= before
 

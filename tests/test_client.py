@@ -67,9 +67,9 @@ def uploaded_images(bodies: list[bytes]) -> list[bytes]:
     parts = []
     for body in bodies:
         if b'name="image"' in body:
-            part = body[body.index(b'name="image"'):]
-            content = part[part.index(b"\r\n\r\n") + 4:]
-            parts.append(content[:content.index(b"\r\n--")])
+            part = body[body.index(b'name="image"') :]
+            content = part[part.index(b"\r\n\r\n") + 4 :]
+            parts.append(content[: content.index(b"\r\n--")])
     return parts
 
 
@@ -82,8 +82,9 @@ def test_protected_query_never_sends_the_original(served, tiny_data, tmp_path):
     own = protector.likely_label(protector.model.encode(original.unsqueeze(0))[0])
     target = pair[1] if own == pair[0] else pair[0]
     recorder.bodies.clear()
-    answer, protected = query(original, url, cfg.privacy, cache_dir=tmp_path, mode="semantic",
-                              target_label=target, radius=2)
+    answer, protected = query(
+        original, url, cfg.privacy, cache_dir=tmp_path, mode="semantic", target_label=target, radius=2
+    )
     sent = uploaded_images(recorder.bodies)
     assert len(sent) == 1
     everything = b"".join(recorder.bodies)
@@ -140,7 +141,8 @@ def test_semantic_mode_without_enough_anchor_items_is_a_clear_error():
     from retrieval.core.model import HashNet
 
     model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32))
-    protector = Protector(model, PrivacyConfig(n_anchor=9), lambda label: np.zeros((0, 2), np.uint8),
-                          {"red": 5, "blue": 8})
+    protector = Protector(
+        model, PrivacyConfig(n_anchor=9), lambda label: np.zeros((0, 2), np.uint8), {"red": 5, "blue": 8}
+    )
     with pytest.raises(ValueError, match=r"no label has the 9 database items an anchor needs.*'blue': 8"):
         protector.protect(torch.rand(3, 32, 32), "semantic")

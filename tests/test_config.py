@@ -64,7 +64,7 @@ def test_readme_documents_every_config_key():
     import tomllib
 
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Configuration"):]
+    table = readme[readme.index("## Configuration") :]
     table = table[: table.index("\n## ", 1)]
     documented = set()
     for cell in re.findall(r"^\| (`[^|]+`) \|", table, flags=re.M):

@@ -24,8 +24,8 @@ import requests
 
 from retrieval.core.config import Config, override
 from retrieval.core.imaging import decode_image, to_tensor
-from retrieval.service.manifest import MANIFEST_FILE
 from retrieval.core.model import load_checkpoint
+from retrieval.service.manifest import MANIFEST_FILE
 from retrieval.service.search import open_searcher
 from retrieval.service.store import Store
 from testkit.data import tiny_config, write_config
@@ -80,8 +80,13 @@ def run_build(config_path: Path, delay: float | None, after: str = "start") -> t
 
     Returns the seconds from its "start" line to its end and the last line it wrote.
     """
-    proc = subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(config_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BUILD_SCRIPT, str(config_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen, t0, t1, killed = [], None, None, False
     try:
         while line := proc.stdout.readline():
@@ -129,11 +134,12 @@ def test_killed_builds_leave_a_refused_or_whole_set_and_a_rerun_completes(traine
 
 
 def start_server(config_path: Path, port: int):
-    return start_serve(config_path, port, "--threads", "8", env={"HASHVEIL_ADMIN_TOKEN": TOKEN},
-                       timeout=60)
+    return start_serve(config_path, port, "--threads", "8", env={"HASHVEIL_ADMIN_TOKEN": TOKEN}, timeout=60)
 
 
-def fire_uploads(url: str, uploads: list[bytes], answered: list[str], stop: threading.Event, seed: int) -> None:
+def fire_uploads(
+    url: str, uploads: list[bytes], answered: list[str], stop: threading.Event, seed: int
+) -> None:
     rng = random.Random(seed)
     while not stop.is_set():
         try:
@@ -154,7 +160,9 @@ def test_server_killed_mid_request_leaves_whole_log_rows_and_restarts(trained, t
     server = start_server(config_path, cfg.server.port)
     answered: list[str] = []
     stop = threading.Event()
-    clients = [threading.Thread(target=fire_uploads, args=(url, uploads, answered, stop, c)) for c in range(12)]
+    clients = [
+        threading.Thread(target=fire_uploads, args=(url, uploads, answered, stop, c)) for c in range(12)
+    ]
     try:
         for c in clients:
             c.start()
@@ -190,8 +198,11 @@ def test_server_killed_mid_request_leaves_whole_log_rows_and_restarts(trained, t
     try:
         again = requests.post(url, files={"image": ("q.png", uploads[0], "image/png")}, timeout=30)
         assert again.status_code == 200
-        listing = requests.get(f"http://127.0.0.1:{cfg.server.port}/api/admin/queries?limit=10000",
-                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()["queries"]
+        listing = requests.get(
+            f"http://127.0.0.1:{cfg.server.port}/api/admin/queries?limit=10000",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        ).json()["queries"]
         assert len(listing) == store.query_log_count() == before + len(rows) + 1
         assert listing[0]["code"] == again.json()["code"] and listing[0]["has_upload"]
     finally:

@@ -52,7 +52,9 @@ def _pair_format(folder: Path) -> Path:
     _images(folder)
     for split, idx in SPLIT_OF.items():
         (folder / f"{split}_img.txt").write_text("".join(f"{ROWS[i][0]}\n" for i in idx))
-        (folder / f"{split}_label.txt").write_text("".join(" ".join(map(str, ROWS[i][1])) + "\n" for i in idx))
+        (folder / f"{split}_label.txt").write_text(
+            "".join(" ".join(map(str, ROWS[i][1])) + "\n" for i in idx)
+        )
     return folder
 
 
@@ -178,7 +180,9 @@ def test_make_splits_deterministic_disjoint_and_reloaded(tmp_path: Path) -> None
     cfg = DataConfig(num_query=10, num_train=30, num_database=60, seed=3)
     s1 = make_splits(images, cfg, tmp_path / "s1.json")
     s2 = make_splits(images, cfg, tmp_path / "s2.json")
-    other = make_splits(images, DataConfig(num_query=10, num_train=30, num_database=60, seed=4), tmp_path / "o.json")
+    other = make_splits(
+        images, DataConfig(num_query=10, num_train=30, num_database=60, seed=4), tmp_path / "o.json"
+    )
     for name in ("query", "train", "database"):
         np.testing.assert_array_equal(getattr(s1, name), getattr(s2, name))
         assert getattr(s1, name).dtype == np.int64
@@ -253,16 +257,25 @@ def test_fashion_mnist_export_matches_idx_and_is_reused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.joinpath("data").iterdir()] == ["fashion_mnist_32px"]  # no temp left
     assert folder.stat().st_mode & 0o055 == (tmp_path / "data").stat().st_mode & 0o055  # umask, not 0700
 
-    pixels = np.concatenate([
-        _idx("train-images-idx3-ubyte.gz", 16), _idx("t10k-images-idx3-ubyte.gz", 16)]).reshape(-1, 28, 28)
+    pixels = np.concatenate(
+        [_idx("train-images-idx3-ubyte.gz", 16), _idx("t10k-images-idx3-ubyte.gz", 16)]
+    ).reshape(-1, 28, 28)
     classes = np.concatenate([_idx("train-labels-idx1-ubyte.gz", 8), _idx("t10k-labels-idx1-ubyte.gz", 8)])
     ids = np.array([int(Path(p).stem) for p in images.paths])
     np.testing.assert_array_equal(ids, np.sort(np.random.default_rng(0).permutation(70000)[:70]))
     np.testing.assert_array_equal(images.labels.argmax(axis=1), classes[ids])
     assert images.labels.sum() == 70 and images.label_names[0] == "T-shirt/top"
 
-    reference = F.interpolate(torch.from_numpy(pixels[ids]).float()[:, None], size=(32, 32),
-                              mode="bilinear", align_corners=False)[:, 0].round().numpy()
+    reference = (
+        F.interpolate(
+            torch.from_numpy(pixels[ids]).float()[:, None],
+            size=(32, 32),
+            mode="bilinear",
+            align_corners=False,
+        )[:, 0]
+        .round()
+        .numpy()
+    )
     for k, rel in enumerate(images.paths):
         with Image.open(folder / rel) as png:
             assert png.mode == "L" and png.size == (32, 32)
@@ -291,5 +304,7 @@ def test_fashion_mnist_missing_files_say_how_to_install(tmp_path: Path) -> None:
 
 def test_fashion_mnist_sample_sizes_are_checked() -> None:
     assert len(fashion_mnist.select_ids(100, 10, 0, 0)) == 100
-    with pytest.raises(ValueError, match="has 70000 images; cannot take num_query=1000 \\+ num_database=69001"):
+    with pytest.raises(
+        ValueError, match="has 70000 images; cannot take num_query=1000 \\+ num_database=69001"
+    ):
         fashion_mnist.select_ids(70000, 1000, 69001, 0)

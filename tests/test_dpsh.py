@@ -29,10 +29,10 @@ def test_training_resumes_where_it_stopped(tmp_path, tiny_data, monkeypatch):
     """A run killed after epoch 2 and restarted ends with the same weights as one uninterrupted run."""
     import pytest as _pytest
 
-    from testkit.data import tiny_config
     from index_builder import dpsh
     from retrieval.core.config import override
     from retrieval.core.model import load_checkpoint
+    from testkit.data import tiny_config
 
     cfg = override(tiny_config(tmp_path / "a", tiny_data), train={"epochs": 3})
     dpsh.train(cfg)

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from index_builder.datasets import open_dataset
-
-from index_builder.splits import make_splits
-from index_builder.features import encode_images
-from evaluation.run import EXPERIMENTS, EvalOptions, run_all, run_experiment, t_map
-from evaluation.report import read_csv
 from evaluation.gradcam import grad_cam, last_conv
+from evaluation.report import read_csv
+from evaluation.run import EXPERIMENTS, EvalOptions, run_all, run_experiment, t_map
+from index_builder.datasets import open_dataset
+from index_builder.features import encode_images
+from index_builder.splits import make_splits
 from retrieval.core.codes import pack
 from retrieval.core.config import override
 from retrieval.core.metrics import mean_average_precision
@@ -60,8 +59,14 @@ def test_table1_original_map_matches_a_direct_computation(quick) -> None:
     cfg, out, _, _ = quick
     rows = rows_of(out, "table1")
     assert [(r["method"], r["metric"]) for r in rows] == [
-        ("Noise", "t-MAP"), ("Tanh-P2P", "t-MAP"), ("Tanh-P2S", "t-MAP"), ("RNM-P2P", "t-MAP"),
-        ("RNM-P2S", "t-MAP"), ("Original", "t-MAP"), ("Original", "MAP")]
+        ("Noise", "t-MAP"),
+        ("Tanh-P2P", "t-MAP"),
+        ("Tanh-P2S", "t-MAP"),
+        ("RNM-P2P", "t-MAP"),
+        ("RNM-P2S", "t-MAP"),
+        ("Original", "t-MAP"),
+        ("Original", "MAP"),
+    ]
     assert all(0 <= float(r["value"]) <= 1 and r["bits"] == "16" for r in rows)
     assert float(rows[0]["paper_flickr25k"]) == pytest.approx(0.0076)
     # independent path: the service's stored database codes and the whole model on the images
@@ -72,8 +77,14 @@ def test_table1_original_map_matches_a_direct_computation(quick) -> None:
     q_codes = encode_images(model, images, query, batch_size=16, workers=0, device="cpu")
     stored = Store(cfg.db_url).images(splits.database.tolist())
     db_codes = np.stack([np.frombuffer(stored[int(i)].code, np.uint8) for i in splits.database])
-    direct = mean_average_precision(q_codes, images.labels[query], db_codes, images.labels[splits.database],
-                                    splits.database, cfg.train.map_topk).map
+    direct = mean_average_precision(
+        q_codes,
+        images.labels[query],
+        db_codes,
+        images.labels[splits.database],
+        splits.database,
+        cfg.train.map_topk,
+    ).map
     assert float(rows[-1]["value"]) == pytest.approx(direct, abs=1e-12)
     # with a generous budget the targeted methods beat the unmodified queries' t-MAP
     value = {(r["method"], r["metric"]): float(r["value"]) for r in rows}
@@ -86,9 +97,12 @@ def test_table2_and_table3_rows(quick) -> None:
     _, out, _, _ = quick
     rows = rows_of(out, "table2")
     assert [(r["method"], float(r["eps"])) for r in rows] == [
-        (m, e) for e in EPS_LIST for m in ("Noise", "Tanh-P2P", "RNM-P2P")]
+        (m, e) for e in EPS_LIST for m in ("Noise", "Tanh-P2P", "RNM-P2P")
+    ]
     assert all(0 <= float(r["t_map"]) <= 1 and float(r["psnr_db"]) > 20 for r in rows)
-    assert float(next(r for r in rows if r["method"] == "RNM-P2P")["paper_nuswide_24bits"]) == pytest.approx(0.5244)
+    assert float(next(r for r in rows if r["method"] == "RNM-P2P")["paper_nuswide_24bits"]) == pytest.approx(
+        0.5244
+    )
     rows = {r["method"]: r for r in rows_of(out, "table3")}
     assert list(rows) == ["Noise", "Tanh-P2P", "RNM-P2P", "Tanh-complement", "RNM-complement", "Original"]
     assert all(0 <= float(r["value"]) <= 1 for r in rows.values())
@@ -113,8 +127,15 @@ def test_figure3_quality_and_privacy(quick) -> None:
     rows = rows_of(out, "figure3")
     assert rows[0]["method"] == "original" and rows[0]["psnr_db"] == ""
     names = [r["method"] for r in rows[1:]]
-    assert names == ["mosaic", "brightness", "transparency", "gaussian_noise", "blur",
-                     "adversarial (RNM-P2S)", "adversarial (RNM-P2S)"]
+    assert names == [
+        "mosaic",
+        "brightness",
+        "transparency",
+        "gaussian_noise",
+        "blur",
+        "adversarial (RNM-P2S)",
+        "adversarial (RNM-P2S)",
+    ]
     assert all(0 <= float(r["map"]) <= 1 for r in rows)
     adversarial = [float(r["psnr_db"]) for r in rows if r["method"].startswith("adversarial")]
     traditional = [float(r["psnr_db"]) for r in rows[1:] if not r["method"].startswith("adversarial")]

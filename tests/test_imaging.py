@@ -43,10 +43,13 @@ def test_alpha_is_composited_on_white():
     assert np.asarray(decode_image(encode(img))).min() == 255
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"hello, not an image", "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not a readable image"),
+    ],
+)
 def test_bad_bytes_raise_value_error(data, message):
     with pytest.raises(ValueError, match=message):
         decode_image(data)

@@ -52,8 +52,9 @@ def test_flat_codes_are_stored_padded_and_round_trip_with_their_width(bits: int,
     (tmp_path / "legacy.faiss").write_bytes(faiss.serialize_index_binary(legacy).tobytes())
     old = BinaryIndex.load(tmp_path / "legacy.faiss")
     assert old.hash_bits == bits
-    assert [a.tolist() for a, _ in old.range_search(queries, 3)] == \
-        [a.tolist() for a, _ in loaded.range_search(queries, 3)]
+    assert [a.tolist() for a, _ in old.range_search(queries, 3)] == [
+        a.tolist() for a, _ in loaded.range_search(queries, 3)
+    ]
 
 
 def test_load_refuses_corrupt_and_truncated_files(tmp_path) -> None:
@@ -61,8 +62,12 @@ def test_load_refuses_corrupt_and_truncated_files(tmp_path) -> None:
     good = tmp_path / "good.faiss"
     index.save(good)
     data = good.read_bytes()
-    cases = {"garbage.faiss": b"not an index at all", "half.faiss": data[: len(data) // 2],
-             "empty.faiss": b"", "header.faiss": data[:30]}
+    cases = {
+        "garbage.faiss": b"not an index at all",
+        "half.faiss": data[: len(data) // 2],
+        "empty.faiss": b"",
+        "header.faiss": data[:30],
+    }
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=name):

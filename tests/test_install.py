@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
 import sys
-import configparser
 import zipfile
 from pathlib import Path
 
@@ -23,10 +23,30 @@ def installed(tmp_path_factory) -> Path:
     """The project built as a wheel and unpacked: a folder that holds only what pip would install."""
     out = tmp_path_factory.mktemp("wheel")
     source = out / "source"  # a copy, so that the build leaves nothing in the repository
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "var", "build", "results", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(out), str(source)], check=True, capture_output=True, timeout=300)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "var", "build", "results", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = out.glob("hashveil-*.whl")
     site = out / "site"
     with zipfile.ZipFile(wheel) as z:
@@ -42,11 +62,14 @@ def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
     entry_points.read(entry)
     target = entry_points["console_scripts"]["hashveil"]
     module, func = target.split(":")
-    script = (f"import sys, {module} as m; assert m.__file__.startswith({str(site)!r}), m.__file__; "
-              f"sys.argv[0] = 'hashveil'; sys.exit(m.{func}())")
+    script = (
+        f"import sys, {module} as m; assert m.__file__.startswith({str(site)!r}), m.__file__; "
+        f"sys.argv[0] = 'hashveil'; sys.exit(m.{func}())"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_wheel_carries_the_package_data(installed) -> None:
@@ -55,7 +78,9 @@ def test_wheel_carries_the_package_data(installed) -> None:
     assert (installed / "webui" / "static" / "style.css").is_file()
 
 
-def test_installed_command_searches_from_an_empty_folder(installed, tiny_trained, tiny_data, tmp_path) -> None:
+def test_installed_command_searches_from_an_empty_folder(
+    installed, tiny_trained, tiny_data, tmp_path
+) -> None:
     cfg, _ = tiny_trained
     image = tiny_data / "img" / "0005.png"
     out = run_installed(installed, tmp_path, "--work-dir", str(cfg.work_dir), "search", str(image), "--json")
@@ -78,8 +103,11 @@ def test_to_toml_round_trips_every_value(tmp_path) -> None:
     from dataclasses import replace
 
     cfg = Config()
-    cfg = replace(cfg, privacy=replace(cfg.privacy, eps=3 / 255, margin=1.5),
-                  server=replace(cfg.server, admin_token='quote " and \\ backslash'))
+    cfg = replace(
+        cfg,
+        privacy=replace(cfg.privacy, eps=3 / 255, margin=1.5),
+        server=replace(cfg.server, admin_token='quote " and \\ backslash'),
+    )
     path = tmp_path / "c.toml"
     path.write_text(to_toml(cfg))
     assert load_config(path) == replace(cfg, paths=replace(cfg.paths, work_dir=tmp_path / "var"))

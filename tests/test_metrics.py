@@ -30,8 +30,9 @@ def test_map_at_k_and_no_relevant_queries_count_as_zero():
     # top 2: irrelevant, relevant -> AP@2 = (1/2) / 1
     assert mean_average_precision(Q, [[1, 0]], DB, labels, topk=2).map == pytest.approx(0.5)
     # a second query whose label no database item carries scores 0 and halves the mean
-    res = mean_average_precision(codes([1] * 8, [1] * 8), [[1, 0, 0], [0, 0, 1]], DB,
-                                 np.c_[labels, np.zeros(4)], topk=2)
+    res = mean_average_precision(
+        codes([1] * 8, [1] * 8), [[1, 0, 0], [0, 0, 1]], DB, np.c_[labels, np.zeros(4)], topk=2
+    )
     assert res.ap.tolist() == pytest.approx([0.5, 0.0])
     assert res.map == pytest.approx(0.25)
     assert res.no_relevant == 1

@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'hashveil[milvus]')")
 
-from retrieval.service import milvus_index  # noqa: E402
 from retrieval.core.codes import hamming  # noqa: E402
 from retrieval.core.config import override  # noqa: E402
+from retrieval.service import milvus_index  # noqa: E402
 from retrieval.service.index import BinaryIndex  # noqa: E402
 from retrieval.service.milvus_index import MilvusIndex, resolve_uri  # noqa: E402
 from testkit.codes import clustered_codes, scattered_ids  # noqa: E402
@@ -45,8 +45,9 @@ def test_full_pages_are_split_not_cut(lite_uri: str, monkeypatch) -> None:
     milvus, faiss_flat, db, ids, queries = _both(lite_uri, "pages", 24, n=400, seed=11)
     monkeypatch.setattr(milvus_index, "TOPK_CAP", 23)
     for radius in (3, 12, 24):
-        assert _as_lists(milvus.range_search(queries, radius)) == \
-            _as_lists(faiss_flat.range_search(queries, radius))
+        assert _as_lists(milvus.range_search(queries, radius)) == _as_lists(
+            faiss_flat.range_search(queries, radius)
+        )
     assert [len(i) for i, _ in milvus.range_search(queries, 24)] == [400] * len(queries)
     for k in (22, 23, 150):  # k above the cap takes the widening path
         assert _as_lists(milvus.knn(queries, k)) == _as_lists(faiss_flat.knn(queries, k))
@@ -115,8 +116,12 @@ def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path) -> Non
     cfg = override(faiss_cfg, paths={"work_dir": work}, index={"backend": "milvus"})
     result = build_index(cfg)
     m = read_manifest(work / "index" / "manifest.json")
-    assert (m.index_backend, m.index_kind, m.index_file, m.milvus_collection) == \
-        ("milvus", "flat", "", "hashveil_codes")
+    assert (m.index_backend, m.index_kind, m.index_file, m.milvus_collection) == (
+        "milvus",
+        "flat",
+        "",
+        "hashveil_codes",
+    )
     assert m.milvus_uri == str(work / "index" / "codes.milvus.db") and m.count == result.images > 0
 
     faiss_searcher = open_searcher(faiss_cfg)

@@ -30,8 +30,9 @@ def test_normalisation_and_resize_are_inside_the_model(model):
 
 
 def test_checkpoint_round_trip_and_card(model, tmp_path):
-    card = save_checkpoint(model, tmp_path, model.card(dataset="tiny", label_names=("a", "b"),
-                                                       metrics={"map@all": 0.5}))
+    card = save_checkpoint(
+        model, tmp_path, model.card(dataset="tiny", label_names=("a", "b"), metrics={"map@all": 0.5})
+    )
     assert len(card.sha256) == 64
     assert read_card(tmp_path) == card
     loaded, loaded_card = load_checkpoint(tmp_path)
@@ -71,4 +72,3 @@ def test_resolve_device_picks_cuda_only_when_present():
     if not has_cuda:
         with pytest.raises(ValueError, match="torch sees no CUDA device"):
             resolve_device("cuda:0")
-

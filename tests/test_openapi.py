@@ -16,19 +16,28 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
-from testkit.servers import live_server
 from retrieval.core.config import override
 from retrieval.service.server import api, create_app
+from testkit.servers import live_server
 from testkit.service import build_tiny_service
 
 TOKEN = "openapi-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXAMPLES = 12  # per operation and mode
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +67,25 @@ def test_served_description_is_the_packaged_file_and_covers_every_route(live) ->
     assert served.json() == packaged and packaged["openapi"].startswith("3.")
     app = Flask("rules")
     app.register_blueprint(api)
-    routes = {(_described(r.rule), m.lower()) for r in app.url_map.iter_rules() if r.endpoint.startswith("api.")
-              for m in r.methods - {"HEAD", "OPTIONS"}}
+    routes = {
+        (_described(r.rule), m.lower())
+        for r in app.url_map.iter_rules()
+        if r.endpoint.startswith("api.")
+        for m in r.methods - {"HEAD", "OPTIONS"}
+    }
     assert routes == {(path, method) for path, ops in packaged["paths"].items() for method in ops}
 
 
 # (path, method, mode); negative requests only where there is an input to get wrong
-OPERATIONS = [(path, method, mode) for path, ops in json.loads(
-    resources.files("retrieval.service").joinpath("openapi.json").read_text())["paths"].items()
-    for method, op in ops.items() for mode in GenerationMode
-    if mode is GenerationMode.POSITIVE or "parameters" in op or "requestBody" in op]
+OPERATIONS = [
+    (path, method, mode)
+    for path, ops in json.loads(resources.files("retrieval.service").joinpath("openapi.json").read_text())[
+        "paths"
+    ].items()
+    for method, op in ops.items()
+    for mode in GenerationMode
+    if mode is GenerationMode.POSITIVE or "parameters" in op or "requestBody" in op
+]
 
 
 @pytest.mark.parametrize("path, method, mode", OPERATIONS, ids=lambda v: getattr(v, "value", v))

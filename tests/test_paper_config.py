@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from testkit.data import make_folder_dataset
 from retrieval.core.codes import hamming
 from retrieval.core.config import Config, override
+from testkit.data import make_folder_dataset
 
 pytestmark = pytest.mark.slow
 
 
 def test_vgg11_at_224px_trains_indexes_searches_and_protects(tmp_path):
+    from hashveil.local import local_protector
     from index_builder.build import build_index
     from index_builder.dpsh import train
-    from hashveil.local import local_protector
     from retrieval.core.imaging import load_image, to_tensor
     from retrieval.service.search import open_searcher
 
@@ -29,10 +29,14 @@ def test_vgg11_at_224px_trains_indexes_searches_and_protects(tmp_path):
     cfg = override(
         Config(),
         paths={"work_dir": tmp_path / "work"},
-        model={"backbone": "vgg11", "hash_bits": 16, "image_size": 224, "freeze_backbone": False,
-               "device": "cpu"},
-        data={"dataset": "folder", "data_dir": str(data), "num_query": 4, "num_train": 16,
-              "num_database": 0},
+        model={
+            "backbone": "vgg11",
+            "hash_bits": 16,
+            "image_size": 224,
+            "freeze_backbone": False,
+            "device": "cpu",
+        },
+        data={"dataset": "folder", "data_dir": str(data), "num_query": 4, "num_train": 16, "num_database": 0},
         train={"epochs": 1, "batch_size": 8},
         index={"batch_size": 8, "workers": 0},
         privacy={"steps": 3, "n_anchor": 3},

@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from retrieval.core.codes import hamming, parse
+from retrieval.core.config import override
 from retrieval.core.imaging import load_image, to_png, to_tensor
 from retrieval.core.model import load_checkpoint
-from retrieval.core.config import override
 from retrieval.service.store import Store
 from testkit.data import tiny_config, write_config
 from testkit.servers import free_port, start_serve, stop
@@ -22,16 +22,21 @@ pytestmark = pytest.mark.slow
 
 
 def hashveil(cfg: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "hashveil", "--config", str(cfg), *args],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "hashveil", "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
 
 def test_train_build_serve_query_over_http(tmp_path, tiny_data):
     port = free_port()
-    cfg = write_config(tmp_path / "config.toml",
-                       override(tiny_config(tmp_path / "work", tiny_data), server={"port": port}))
+    cfg = write_config(
+        tmp_path / "config.toml", override(tiny_config(tmp_path / "work", tiny_data), server={"port": port})
+    )
 
     trained = hashveil(cfg, "train")
     assert "map@all" in trained
@@ -49,8 +54,12 @@ def test_train_build_serve_query_over_http(tmp_path, tiny_data):
     try:
         base = f"http://127.0.0.1:{port}"
         png = to_png(to_tensor(load_image(image)))
-        answer = requests.post(f"{base}/api/search", files={"image": ("q.png", png, "image/png")},
-                               data={"radius": "3"}, timeout=30).json()
+        answer = requests.post(
+            f"{base}/api/search",
+            files={"image": ("q.png", png, "image/png")},
+            data={"radius": "3"},
+            timeout=30,
+        ).json()
         # independent reference: the model's code of the query against every stored code
         code = model.encode(to_tensor(load_image(image)).unsqueeze(0))
         assert answer["code"] == code[0].tobytes().hex()
@@ -64,8 +73,12 @@ def test_train_build_serve_query_over_http(tmp_path, tiny_data):
         # most results share the query's label: the trained model retrieves by content
         labels = [set(r["labels"]) for r in answer["results"]]
         assert np.mean(["green" in l for l in labels]) > 0.6
-        bad = requests.post(f"{base}/api/search", data=b"not an image",
-                            headers={"Content-Type": "application/octet-stream"}, timeout=10)
+        bad = requests.post(
+            f"{base}/api/search",
+            data=b"not an image",
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=10,
+        )
         assert 400 <= bad.status_code < 500 and "error" in bad.json()
         assert requests.get(f"{base}/api/health", timeout=5).ok  # still serving
     finally:

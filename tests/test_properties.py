@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from testkit.hostile import upload_bytes
 from retrieval.core.codes import SUPPORTED_BITS, pack, parse, to_hex, unpack
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image
 from retrieval.service.index import KINDS, BinaryIndex
 from retrieval.service.server import create_app
+from testkit.hostile import upload_bytes
 from testkit.service import BITS, build_tiny_service
 
 FEW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -74,7 +74,9 @@ _CODE_ALPHABET = st.sampled_from(list("0123456789abcdefABCDEF01xX \t\ng-_\u0660\
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(), st.text(_CODE_ALPHABET, min_size=2, max_size=70)), st.sampled_from(SUPPORTED_BITS))
+@given(
+    st.one_of(st.text(), st.text(_CODE_ALPHABET, min_size=2, max_size=70)), st.sampled_from(SUPPORTED_BITS)
+)
 def test_any_string_parses_to_its_code_or_raises_a_value_error(text, hash_bits) -> None:
     try:
         code = parse(text, hash_bits)
@@ -148,13 +150,20 @@ _not_ints = st.one_of(st.floats(), st.text(max_size=3), st.booleans(), st.just(n
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(KINDS), st.one_of(st.integers(-5, -1), st.integers(17, 10**20), _not_ints, st.none()),
-       st.one_of(st.integers(-5, 0), st.integers(2**31, 10**20), _not_ints))
+@given(
+    st.sampled_from(KINDS),
+    st.one_of(st.integers(-5, -1), st.integers(17, 10**20), _not_ints, st.none()),
+    st.one_of(st.integers(-5, 0), st.integers(2**31, 10**20), _not_ints),
+)
 def test_index_refuses_bad_radius_and_k_with_a_value_error(kind, radius, k) -> None:
     index = BinaryIndex.create(16, kind)
     index.add(np.zeros((1, 2), np.uint8), np.array([7]))
     q = np.zeros((1, 2), np.uint8)
-    for call in (lambda: index.range_search(q, radius), lambda: index.knn(q, k), lambda: index.search(q, 2, k)):
+    for call in (
+        lambda: index.range_search(q, radius),
+        lambda: index.knn(q, k),
+        lambda: index.search(q, 2, k),
+    ):
         with pytest.raises(ValueError, match="must be an int in"):
             call()
 
@@ -178,18 +187,36 @@ def _assert_clean(resp, what) -> None:
 
 
 NAMES = ["code", "radius", "k", "label", "n", "seed", "size", "limit", "offset", "image"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=12))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                           | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
-param_values = st.one_of(st.text(max_size=12), st.integers(-2**70, 2**70).map(str),
-                         st.sampled_from(["", "0", "16", "17", "-1", " 3 ", "1e3", "0x10", "\u0663", "ffff"]))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=12))
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+param_values = st.one_of(
+    st.text(max_size=12),
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["", "0", "16", "17", "-1", " 3 ", "1e3", "0x10", "\u0663", "ffff"]),
+)
 params = st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=6)), param_values, max_size=4)
-path_ids = st.one_of(st.integers(-10, 2**70).map(str), st.just("1000"),
-                     st.text(max_size=12).map(lambda s: quote(s, safe="")))
-GET_ROUTES = ["/api/images/{}", "/api/model", "/api/anchors", "/api/labels", "/api/health", "/api/stats",
-              "/api/openapi.json", "/api/admin/queries", "/api/admin/queries/{}/upload", "/api/{}"]
-tokens = st.sampled_from([{}, {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer x"},
-                          {"Authorization": TOKEN}])
+path_ids = st.one_of(
+    st.integers(-10, 2**70).map(str), st.just("1000"), st.text(max_size=12).map(lambda s: quote(s, safe=""))
+)
+GET_ROUTES = [
+    "/api/images/{}",
+    "/api/model",
+    "/api/anchors",
+    "/api/labels",
+    "/api/health",
+    "/api/stats",
+    "/api/openapi.json",
+    "/api/admin/queries",
+    "/api/admin/queries/{}/upload",
+    "/api/{}",
+]
+tokens = st.sampled_from(
+    [{}, {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": "Bearer x"}, {"Authorization": TOKEN}]
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -200,17 +227,27 @@ def test_any_get_is_a_2xx_or_a_json_4xx(api, route, path_id, query, headers) -> 
 
 
 @settings(max_examples=120, deadline=None)
-@given(st.one_of(json_values, st.fixed_dictionaries({}, optional={n: json_values for n in ("code", "radius", "k")}),
-                 st.fixed_dictionaries({"code": st.sampled_from(["abcd", "0x00ff", "1" * BITS])},
-                                       optional={"radius": json_values, "k": json_values})),
-       params)
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries({}, optional={n: json_values for n in ("code", "radius", "k")}),
+        st.fixed_dictionaries(
+            {"code": st.sampled_from(["abcd", "0x00ff", "1" * BITS])},
+            optional={"radius": json_values, "k": json_values},
+        ),
+    ),
+    params,
+)
 def test_any_json_search_is_a_2xx_or_a_json_4xx(api, body, query) -> None:
     _assert_clean(api.post("/api/search", json=body, query_string=query), (body, query))
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.dictionaries(st.sampled_from(NAMES), param_values, max_size=4), params,
-       st.sampled_from(["multipart/form-data", "application/x-www-form-urlencoded", "text/plain", None]))
+@given(
+    st.dictionaries(st.sampled_from(NAMES), param_values, max_size=4),
+    params,
+    st.sampled_from(["multipart/form-data", "application/x-www-form-urlencoded", "text/plain", None]),
+)
 def test_any_form_search_is_a_2xx_or_a_json_4xx(api, form, query, content_type) -> None:
     kwargs = {"data": form} if content_type is None else {"data": form, "content_type": content_type}
     if content_type == "text/plain":
@@ -219,8 +256,10 @@ def test_any_form_search_is_a_2xx_or_a_json_4xx(api, form, query, content_type) 
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(["/api/search", "/api/health", "/api/images/1000", "/api/admin/queries", "/api/nowhere"]),
-       st.sampled_from(["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]))
+@given(
+    st.sampled_from(["/api/search", "/api/health", "/api/images/1000", "/api/admin/queries", "/api/nowhere"]),
+    st.sampled_from(["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+)
 def test_other_methods_are_json_4xx(api, url, method) -> None:
     resp = api.open(url, method=method)
     assert resp.status_code < 500
@@ -247,5 +286,7 @@ def test_decode_returns_rgb_or_raises_a_value_error(upload) -> None:
 @given(upload_bytes(), st.sampled_from(["q.png", "q.jpg", "", "../../etc/passwd"]))
 def test_any_upload_is_a_2xx_or_a_json_4xx(api, upload, filename) -> None:
     source, data = upload
-    resp = api.post("/api/search", data={"image": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
+    resp = api.post(
+        "/api/search", data={"image": (io.BytesIO(data), filename)}, content_type="multipart/form-data"
+    )
     _assert_clean(resp, source)

@@ -40,8 +40,16 @@ def store(tmp_path) -> Store:
 
 
 def _log(store: Store, created_at: datetime | None = None, upload: bytes | None = b"png") -> int:
-    return store.log_query(code=b"\x0f\xf0", radius=2, k=None, result_ids=[3, 1], upload=upload,
-                           upload_type="image", remote_addr="127.0.0.1", created_at=created_at)
+    return store.log_query(
+        code=b"\x0f\xf0",
+        radius=2,
+        k=None,
+        result_ids=[3, 1],
+        upload=upload,
+        upload_type="image",
+        remote_addr="127.0.0.1",
+        created_at=created_at,
+    )
 
 
 def _ids(store: Store) -> list[int]:
@@ -85,23 +93,27 @@ def test_query_log_prunes_at_most_hourly_on_write(store):
     assert qlog.prune() == 2  # what create_app does at start
     assert _ids(store) == sorted(young)
 
-    first = qlog.record(code=b"\x00\x01", radius=1, k=5, result_ids=[], upload=None, upload_type="code",
-                        remote_addr=None)
+    first = qlog.record(
+        code=b"\x00\x01", radius=1, k=5, result_ids=[], upload=None, upload_type="code", remote_addr=None
+    )
     assert store.logged_query(first).created_at == NOW  # rows carry the log's clock
     stale = _log(store, NOW - timedelta(days=9))  # e.g. written by another process
     clock.now = NOW + PRUNE_EVERY - timedelta(minutes=1)
-    qlog.record(code=b"\x00\x02", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
-                remote_addr=None)
+    qlog.record(
+        code=b"\x00\x02", radius=1, k=None, result_ids=[], upload=None, upload_type="code", remote_addr=None
+    )
     assert stale in _ids(store)  # under an hour since the last prune: no delete
     clock.now = NOW + PRUNE_EVERY + timedelta(minutes=1)
-    qlog.record(code=b"\x00\x03", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
-                remote_addr=None)
+    qlog.record(
+        code=b"\x00\x03", radius=1, k=None, result_ids=[], upload=None, upload_type="code", remote_addr=None
+    )
     assert stale not in _ids(store) and first in _ids(store)
     assert store.query_log_count() == 5  # 2 young + 3 recorded
 
     clock.now = NOW + timedelta(days=7, minutes=1)  # a week on, the first record is past retention
-    qlog.record(code=b"\x00\x04", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
-                remote_addr=None)
+    qlog.record(
+        code=b"\x00\x04", radius=1, k=None, result_ids=[], upload=None, upload_type="code", remote_addr=None
+    )
     assert first not in _ids(store)
     assert store.query_log_count() == 3  # the last three records
 
@@ -111,8 +123,18 @@ def test_zero_days_writes_nothing_and_empties_the_log(store):
     qlog = QueryLog(store, 0, Clock(NOW))
     assert not qlog.enabled
     assert qlog.prune() == 1
-    assert qlog.record(code=b"\x00\x01", radius=1, k=None, result_ids=[], upload=b"x", upload_type="image",
-                       remote_addr=None) is None
+    assert (
+        qlog.record(
+            code=b"\x00\x01",
+            radius=1,
+            k=None,
+            result_ids=[],
+            upload=b"x",
+            upload_type="image",
+            remote_addr=None,
+        )
+        is None
+    )
     assert store.query_log_count() == 0
 
 
@@ -181,5 +203,7 @@ def test_prune_log_command(tmp_path):
     assert _ids(store) == ids[1:]
     out = run.invoke(main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log", "--days", "0"])
     assert out.exit_code == 0 and "deleted 2" in out.output and store.query_log_count() == 0
-    out = run.invoke(main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log", "--days", "-1"])
+    out = run.invoke(
+        main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log", "--days", "-1"]
+    )
     assert out.exit_code != 0 and "log_retention_days" in out.output

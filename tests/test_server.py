@@ -17,13 +17,14 @@ from PIL import Image
 from retrieval.core.codes import hamming, to_hex
 from retrieval.core.config import Config, override
 from retrieval.core.imaging import decode_image, to_tensor
-from retrieval.service.manifest import Manifest, read_manifest, verify, write_manifest
 from retrieval.core.model import file_sha256, load_checkpoint
+from retrieval.service.manifest import Manifest, read_manifest, verify, write_manifest
+from retrieval.service.records import ImageRow
 from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
-from retrieval.service.records import ImageRow
 from retrieval.service.store import Store
 from testkit.service import BITS, LABELS, N_IMAGES, build_tiny_service, random_png
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Config:
@@ -114,8 +115,13 @@ def test_images_by_id_and_thumbnails(client, service) -> None:
     thumb = client.get(f"/api/images/{1000 + 7 * 3}?size=16")
     assert thumb.status_code == 200 and thumb.mimetype == "image/png"
     assert Image.open(io.BytesIO(thumb.data)).size == (16, 16)
-    for url, status in [("/api/images/1001", 404), ("/api/images/-5", 404), ("/api/images/abc", 404),
-                        (f"/api/images/{1000}?size=8", 400), (f"/api/images/{1000}?size=x", 400)]:
+    for url, status in [
+        ("/api/images/1001", 404),
+        ("/api/images/-5", 404),
+        ("/api/images/abc", 404),
+        (f"/api/images/{1000}?size=8", 400),
+        (f"/api/images/{1000}?size=x", 400),
+    ]:
         bad = client.get(url)
         assert bad.status_code == status and "error" in bad.get_json(), url
 
@@ -155,26 +161,33 @@ def _truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize("kwargs, status, needle", [
-    ({"json": {"radius": 2}}, 400, "image"),
-    ({"data": {}}, 400, "image"),
-    ({"json": {"code": "zzzz"}}, 400, "hex"),
-    ({"json": {"code": "abc"}}, 400, "4 hex digits"),
-    ({"json": {"code": 123}}, 400, "string"),
-    ({"json": {"code": "abcd", "radius": -1}}, 400, "radius must be an int in [0, 16]"),
-    ({"json": {"code": "abcd", "radius": 17}}, 400, "radius must be an int in [0, 16]"),
-    ({"json": {"code": "abcd", "radius": "abc"}}, 400, "radius"),
-    ({"json": {"code": "abcd", "radius": 2.5}}, 400, "radius"),
-    ({"json": {"code": "abcd", "radius": True}}, 400, "radius"),
-    ({"json": {"code": "abcd", "k": 0}}, 400, "k must be an int in [1, 50]"),
-    ({"json": {"code": "abcd", "k": 51}}, 400, "k must be"),
-    ({"json": ["abcd"]}, 400, "JSON object"),
-    ({"data": "{not json", "content_type": "application/json"}, 400, "JSON object"),
-    ({"data": {"image": (io.BytesIO(b"hello, not an image"), "x.png")}}, 400, "not a readable image"),
-    ({"data": {"image": (io.BytesIO(_truncated_png()), "t.png")}}, 400, "truncated"),
-    ({"data": {"image": (io.BytesIO(b""), "e.png")}}, 400, "empty"),
-    ({"data": {"image": (io.BytesIO(b"\x89PNG" + bytes(1_100_000)), "big.png")}}, 413, "1 MB upload limit"),
-])
+@pytest.mark.parametrize(
+    "kwargs, status, needle",
+    [
+        ({"json": {"radius": 2}}, 400, "image"),
+        ({"data": {}}, 400, "image"),
+        ({"json": {"code": "zzzz"}}, 400, "hex"),
+        ({"json": {"code": "abc"}}, 400, "4 hex digits"),
+        ({"json": {"code": 123}}, 400, "string"),
+        ({"json": {"code": "abcd", "radius": -1}}, 400, "radius must be an int in [0, 16]"),
+        ({"json": {"code": "abcd", "radius": 17}}, 400, "radius must be an int in [0, 16]"),
+        ({"json": {"code": "abcd", "radius": "abc"}}, 400, "radius"),
+        ({"json": {"code": "abcd", "radius": 2.5}}, 400, "radius"),
+        ({"json": {"code": "abcd", "radius": True}}, 400, "radius"),
+        ({"json": {"code": "abcd", "k": 0}}, 400, "k must be an int in [1, 50]"),
+        ({"json": {"code": "abcd", "k": 51}}, 400, "k must be"),
+        ({"json": ["abcd"]}, 400, "JSON object"),
+        ({"data": "{not json", "content_type": "application/json"}, 400, "JSON object"),
+        ({"data": {"image": (io.BytesIO(b"hello, not an image"), "x.png")}}, 400, "not a readable image"),
+        ({"data": {"image": (io.BytesIO(_truncated_png()), "t.png")}}, 400, "truncated"),
+        ({"data": {"image": (io.BytesIO(b""), "e.png")}}, 400, "empty"),
+        (
+            {"data": {"image": (io.BytesIO(b"\x89PNG" + bytes(1_100_000)), "big.png")}},
+            413,
+            "1 MB upload limit",
+        ),
+    ],
+)
 def test_bad_search_input_is_a_json_4xx(client, service, kwargs, status, needle) -> None:
     before = _log_count(service)
     resp = client.post("/api/search", **kwargs)
@@ -193,8 +206,12 @@ def test_open_searcher_refuses_a_changed_set(tmp_path) -> None:
     cfg = build_tiny_service(tmp_path)
     manifest = read_manifest(tmp_path / "index" / "manifest.json")
     store = Store(manifest.db_url)
-    verify(manifest, model_sha256=manifest.model_sha256, index_path=tmp_path / "index" / "index.faiss",
-           store=store)
+    verify(
+        manifest,
+        model_sha256=manifest.model_sha256,
+        index_path=tmp_path / "index" / "index.faiss",
+        store=store,
+    )
     assert open_searcher(cfg).index.ntotal == N_IMAGES
     with pytest.raises(ValueError, match="model weights changed"):
         verify(manifest, model_sha256="0" * 64, index_path=tmp_path / "index" / "index.faiss", store=store)
@@ -206,7 +223,9 @@ def test_open_searcher_refuses_a_changed_set(tmp_path) -> None:
     index_file.write_bytes(good)
     rows = store.images(range(1000, 1000 + 7 * N_IMAGES, 7))
     first = rows[1000]
-    rows[1000] = ImageRow(first.id, first.path, first.labels, first.split, bytes([first.code[0] ^ 1, first.code[1]]))
+    rows[1000] = ImageRow(
+        first.id, first.path, first.labels, first.split, bytes([first.code[0] ^ 1, first.code[1]])
+    )
     store.replace_images(rows.values(), LABELS)
     with pytest.raises(ValueError, match="codes differ from the build"):
         open_searcher(cfg)
@@ -230,16 +249,30 @@ def test_tampered_weights_are_refused_at_start_naming_the_file(tmp_path) -> None
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"model.safetensors has sha256 [0-9a-f]{64}, expected .*refusing"):
         open_searcher(cfg)
-    (tmp_path / "config.toml").write_text(f"[model]\nbackbone = 'small_cnn'\nhash_bits = {BITS}\n"
-                                          f"image_size = 32\n[index]\ndb_url = '{cfg.db_url}'\n")
-    result = CliRunner().invoke(main, ["--config", str(tmp_path / "config.toml"), "--work-dir", str(tmp_path),
-                                       "serve", "--port", "0"])
+    (tmp_path / "config.toml").write_text(
+        f"[model]\nbackbone = 'small_cnn'\nhash_bits = {BITS}\n"
+        f"image_size = 32\n[index]\ndb_url = '{cfg.db_url}'\n"
+    )
+    result = CliRunner().invoke(
+        main, ["--config", str(tmp_path / "config.toml"), "--work-dir", str(tmp_path), "serve", "--port", "0"]
+    )
     assert result.exit_code == 1 and f"{weights} has sha256" in result.output
 
 
 def test_manifest_round_trip_and_bad_files(tmp_path) -> None:
-    m = Manifest("a" * 64, 32, "index.faiss", "hash", "b" * 64, 3, "c" * 64, "sqlite://", "/data",
-                 "tiny", "2024-01-01T00:00:00+00:00")
+    m = Manifest(
+        "a" * 64,
+        32,
+        "index.faiss",
+        "hash",
+        "b" * 64,
+        3,
+        "c" * 64,
+        "sqlite://",
+        "/data",
+        "tiny",
+        "2024-01-01T00:00:00+00:00",
+    )
     write_manifest(tmp_path / "m.json", m)
     assert read_manifest(tmp_path / "m.json") == m
     assert m.index_path(tmp_path) == tmp_path / "index.faiss"
@@ -264,8 +297,9 @@ def test_admin_query_log_needs_the_token(service, monkeypatch) -> None:
     assert closed.get("/api/admin/queries").status_code == 403  # no token configured: disabled
     app = create_app(override(service, server={"admin_token": "s3cret"})).test_client()
     png = random_png(np.random.default_rng(7))
-    sent = app.post("/api/search", data={"image": (io.BytesIO(png), "q.png")},
-                    content_type="multipart/form-data")
+    sent = app.post(
+        "/api/search", data={"image": (io.BytesIO(png), "q.png")}, content_type="multipart/form-data"
+    )
     assert sent.status_code == 200
     assert app.get("/api/admin/queries").status_code == 401
     assert app.get("/api/admin/queries", headers={"Authorization": "Bearer nope"}).status_code == 403

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from testkit.data import save_untrained_model, write_config
 from hashveil.cli import main
 from index_builder import shards
 from index_builder.build import build_index
 from retrieval.core.config import Config, override
+from retrieval.core.model import file_sha256
 from retrieval.service.index import BinaryIndex
 from retrieval.service.manifest import read_manifest
-from retrieval.core.model import file_sha256
 from retrieval.service.store import Store
+from testkit.data import save_untrained_model, write_config
 
 
 def _twin(cfg: Config, tmp_path: Path, name: str) -> Config:
@@ -37,10 +37,15 @@ def _service(cfg: Config) -> dict:
     store = Store(cfg.db_url)
     ids = index.ids()
     rows = store.images(ids.tolist())
-    return {"manifest": {**dataclasses.asdict(manifest), "created": None, "db_url": None},
-            "index_sha256": file_sha256(index_dir / manifest.index_file), "index_ids": ids.tolist(),
-            "codes": [rows[i].code for i in ids.tolist()], "rows": rows,
-            "labels": store.label_names(), "fingerprint": store.fingerprint()}
+    return {
+        "manifest": {**dataclasses.asdict(manifest), "created": None, "db_url": None},
+        "index_sha256": file_sha256(index_dir / manifest.index_file),
+        "index_ids": ids.tolist(),
+        "codes": [rows[i].code for i in ids.tolist()],
+        "rows": rows,
+        "labels": store.label_names(),
+        "fingerprint": store.fingerprint(),
+    }
 
 
 def test_shards_cut_contiguous_ranges() -> None:
@@ -125,8 +130,13 @@ def test_merge_refuses_ids_covered_twice(untrained_cfg) -> None:
     s = shards.read_shard(path)
     ids = s.ids.copy()
     ids[0] = shards.read_shard(shards.shard_path(untrained_cfg, 1, 2)).ids[-1]  # an id of shard 1
-    meta = {"index": 2, "count": 2, "model_sha256": s.model_sha256, "database_sha256": s.database_sha256,
-            "hash_seconds": 0.0}
+    meta = {
+        "index": 2,
+        "count": 2,
+        "model_sha256": s.model_sha256,
+        "database_sha256": s.database_sha256,
+        "hash_seconds": 0.0,
+    }
     shards._write_atomic(path, ids, s.codes, meta)
     with pytest.raises(ValueError, match="1 image ids are in more than one shard"):
         shards.merge_shards(untrained_cfg)

@@ -27,8 +27,9 @@ def _rows(n: int, seed: int = 0, width: int = 4) -> list[ImageRow]:
     for i in range(n):
         labels = tuple(sorted(rng.choice(NAMES, size=rng.integers(1, 3), replace=False).tolist()))
         code = rng.integers(0, 256, width, dtype=np.uint8).tobytes()
-        rows.append(ImageRow(id=5 * i + 1, path=f"img/{i:05d}.png", labels=labels,
-                             split="database", code=code))
+        rows.append(
+            ImageRow(id=5 * i + 1, path=f"img/{i:05d}.png", labels=labels, split="database", code=code)
+        )
     return rows
 
 
@@ -103,7 +104,10 @@ def test_codes_with_label_is_deterministic_and_correct(store: Store) -> None:
             assert code.tobytes() == by_id[i].code
         again_ids, again_codes = store.codes_with_label(label, 9, seed=3)
         assert np.array_equal(ids, again_ids) and np.array_equal(codes, again_codes)
-    assert store.codes_with_label("cat", 9, seed=1)[0].tolist() != store.codes_with_label("cat", 9, seed=2)[0].tolist()
+    assert (
+        store.codes_with_label("cat", 9, seed=1)[0].tolist()
+        != store.codes_with_label("cat", 9, seed=2)[0].tolist()
+    )
     everything, _ = store.codes_with_label("dog", 10_000, seed=0)
     assert everything.tolist() == [r.id for r in rows if "dog" in r.labels]
     with pytest.raises(ValueError, match="unknown label 'horse'"):
@@ -132,10 +136,18 @@ def test_fingerprint_is_sha256_of_ids_and_codes(store: Store) -> None:
 def test_query_log_round_trip(store: Store) -> None:
     before = datetime.now(timezone.utc) - timedelta(seconds=1)
     upload = bytes(range(256)) * 3 + b"\x00\xff"
-    a = store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[5, 1, 9], upload=upload,
-                        upload_type="image", remote_addr="10.0.0.7")
-    b = store.log_query(code=b"\xff\x00", radius=0, k=3, result_ids=[], upload=None,
-                        upload_type="code", remote_addr=None)
+    a = store.log_query(
+        code=b"\x01\x02",
+        radius=2,
+        k=None,
+        result_ids=[5, 1, 9],
+        upload=upload,
+        upload_type="image",
+        remote_addr="10.0.0.7",
+    )
+    b = store.log_query(
+        code=b"\xff\x00", radius=0, k=3, result_ids=[], upload=None, upload_type="code", remote_addr=None
+    )
     assert b > a
     log = store.query_log(limit=10)
     assert [row.id for row in log] == [b, a]  # newest first
@@ -147,8 +159,9 @@ def test_query_log_round_trip(store: Store) -> None:
     assert (log[0].k, log[0].upload, log[0].upload_type) == (3, None, "code")
     assert [row.id for row in store.query_log(limit=1, offset=1)] == [a]
     with pytest.raises(ValueError, match="upload_type"):
-        store.log_query(code=b"", radius=0, k=None, result_ids=[], upload=None,
-                        upload_type="video", remote_addr=None)
+        store.log_query(
+            code=b"", radius=0, k=None, result_ids=[], upload=None, upload_type="video", remote_addr=None
+        )
 
 
 def test_sqlite_uses_wal_and_json_labels(tmp_path) -> None:
@@ -200,10 +213,14 @@ def test_ids_use_64_bits_on_every_backend(store: Store) -> None:
     assert store.count() == 4
 
 
-@pytest.mark.parametrize("field, value, needle", [
-    ("path", "p" * 1025, "at most 1024"), ("path", "a\x00b.png", "without NUL"),
-    ("split", "s" * 33, "at most 32"),
-])
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("path", "p" * 1025, "at most 1024"),
+        ("path", "a\x00b.png", "without NUL"),
+        ("split", "s" * 33, "at most 32"),
+    ],
+)
 def test_text_limits_are_checked_alike_on_every_backend(store: Store, field, value, needle) -> None:
     store.replace_images(_rows(5), NAMES)
     fp = store.fingerprint()
@@ -221,16 +238,37 @@ def test_text_limits_are_checked_alike_on_every_backend(store: Store, field, val
 
 def test_large_upload_round_trip_and_limit(store: Store, monkeypatch) -> None:
     upload = np.random.default_rng(11).integers(0, 256, 24 * 2**20, dtype=np.uint8).tobytes()
-    qid = store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[1], upload=upload,
-                          upload_type="image", remote_addr="::1")
+    qid = store.log_query(
+        code=b"\x01\x02",
+        radius=2,
+        k=None,
+        result_ids=[1],
+        upload=upload,
+        upload_type="image",
+        remote_addr="::1",
+    )
     assert store.logged_upload(qid) == upload
     monkeypatch.setattr("retrieval.service.store.MAX_BLOB_BYTES", 1000)
     with pytest.raises(ValueError, match="1001 bytes is larger than the store's 1000-byte limit"):
-        store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[], upload=b"x" * 1001,
-                        upload_type="image", remote_addr=None)
+        store.log_query(
+            code=b"\x01\x02",
+            radius=2,
+            k=None,
+            result_ids=[],
+            upload=b"x" * 1001,
+            upload_type="image",
+            remote_addr=None,
+        )
     with pytest.raises(ValueError, match="remote_addr must be at most 64"):
-        store.log_query(code=b"\x01\x02", radius=2, k=None, result_ids=[], upload=None,
-                        upload_type="code", remote_addr="a" * 65)
+        store.log_query(
+            code=b"\x01\x02",
+            radius=2,
+            k=None,
+            result_ids=[],
+            upload=None,
+            upload_type="code",
+            remote_addr="a" * 65,
+        )
     assert [row.id for row in store.query_log()] == [qid]
 
 
@@ -239,8 +277,9 @@ def test_query_log_ids_are_never_reused(store: Store) -> None:
 
     from retrieval.service.records import QueryLogRecord
 
-    kw = dict(code=b"\x00\x01", radius=1, k=None, result_ids=[], upload=None, upload_type="code",
-              remote_addr=None)
+    kw = dict(
+        code=b"\x00\x01", radius=1, k=None, result_ids=[], upload=None, upload_type="code", remote_addr=None
+    )
     first = [store.log_query(**kw) for _ in range(3)]
     with store.engine.begin() as con:  # as if retention had removed every row
         con.execute(delete(QueryLogRecord))
@@ -285,5 +324,7 @@ def test_build_serve_and_query_log_end_to_end(untrained_cfg, db_url, tiny_data) 
     assert got == sorted((int(d), int(i)) for d, i in zip(dist, ids) if d <= 3) and (0, int(ids[7])) in got
     logged = store.query_log(limit=10)
     assert len(logged) == 1 and logged[0].upload == data and logged[0].code == code.tobytes()
-    assert list(logged[0].result_ids) == [i for _, i in got] and logged[0].created_at.utcoffset() == timedelta(0)
+    assert list(logged[0].result_ids) == [i for _, i in got] and logged[
+        0
+    ].created_at.utcoffset() == timedelta(0)
     store.close()

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from privacy.targets import (anchor_code, carrier_target, p2p_target, pick_target_label,
-                             untargeted_target)
+from privacy.targets import anchor_code, carrier_target, p2p_target, pick_target_label, untargeted_target
 from retrieval.core.codes import hamming, pack, unpack
 from retrieval.core.config import ModelConfig
 from retrieval.core.model import HashNet

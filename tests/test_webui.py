@@ -17,11 +17,11 @@ import pytest
 import requests
 from PIL import Image
 
-from retrieval.core.votes import majority_label
 from retrieval.core.codes import hamming
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
 from retrieval.core.model import load_checkpoint
+from retrieval.core.votes import majority_label
 from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from retrieval.service.store import Store
@@ -31,16 +31,28 @@ from webui.service import mount_service_pages
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
-    pytest.skip("browser tests need /usr/bin/chromium (Debian packages chromium, chromium-driver)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (pip install playwright)")
+    pytest.skip(
+        "browser tests need /usr/bin/chromium (Debian packages chromium, chromium-driver)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="browser tests need playwright (pip install playwright)"
+)
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "s3cret-admin-token"
 SHOTS = Path(__file__).resolve().parents[1] / "results" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 TIMEOUT_MS = 20_000
 
 
@@ -66,11 +78,18 @@ def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
     mount_service_pages(app)
     recorder = Recorder(app)
     client_cfg = override(cfg, paths={"work_dir": tmp_path_factory.mktemp("client")})
-    with live_server(recorder) as service_url, \
-            live_server(create_client_app(service_url, client_cfg)) as client_url:
+    with (
+        live_server(recorder) as service_url,
+        live_server(create_client_app(service_url, client_cfg)) as client_url,
+    ):
         SHOTS.mkdir(parents=True, exist_ok=True)
-        yield {"cfg": cfg, "service": service_url, "client": client_url, "recorder": recorder,
-               "store": app.extensions["hashveil"]["searcher"].store}
+        yield {
+            "cfg": cfg,
+            "service": service_url,
+            "client": client_url,
+            "recorder": recorder,
+            "store": app.extensions["hashveil"]["searcher"].store,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +97,12 @@ def browser(tmp_path_factory) -> Iterator[object]:
     """A persistent headless Chromium context on a fresh profile (never `playwright install`)."""
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
         context.set_default_timeout(TIMEOUT_MS)
         yield context
         context.close()
@@ -122,7 +145,9 @@ def test_search_by_upload_shows_results(sites, browser, tiny_data):
     model, _ = load_checkpoint(cfg.work_dir / "model")
     code = model.encode(to_tensor(load_image(path))[None])
     db = _database(store)
-    expected = sorted((int(hamming(code, np.frombuffer(c, np.uint8)[None])[0, 0]), i) for i, (c, _) in db.items())
+    expected = sorted(
+        (int(hamming(code, np.frombuffer(c, np.uint8)[None])[0, 0]), i) for i, (c, _) in db.items()
+    )
     expected = [(d, i) for d, i in expected if d <= cfg.server.radius]
     assert expected, "the reference scan finds nothing: the test image is not representative"
 
@@ -133,7 +158,9 @@ def test_search_by_upload_shows_results(sites, browser, tiny_data):
     page.get_by_role("button", name="Search").click()
     page.wait_for_selector("#results:not([hidden]) #hits li")
     shown = page.eval_on_selector_all(
-        "#hits li", "els => els.map(e => [Number(e.dataset.distance), Number(e.dataset.id), e.dataset.labels])")
+        "#hits li",
+        "els => els.map(e => [Number(e.dataset.distance), Number(e.dataset.id), e.dataset.labels])",
+    )
     assert [(d, i) for d, i, _ in shown] == expected
     assert all(labels.split("|") == list(db[i][1]) for _, i, labels in shown)
     assert page.inner_text("#query-code") == code[0].tobytes().hex()
@@ -187,10 +214,16 @@ def protected(sites, browser, tiny_data) -> dict:
     status = requests.get(job_url, timeout=10).json()
     page.get_by_role("button", name="Send the protected image to the server").click()
     page.wait_for_selector("#results:not([hidden])")
-    return {"page": page, "original": original, "original_label": original_label, "target": target,
-            "status": status, "protected_png": requests.get(job_url + "/protected.png", timeout=10).content,
-            "log": [r for r in sites["store"].query_log(10_000) if r.id > log_before],
-            "received": sites["recorder"].requests[recorded_before:]}
+    return {
+        "page": page,
+        "original": original,
+        "original_label": original_label,
+        "target": target,
+        "status": status,
+        "protected_png": requests.get(job_url + "/protected.png", timeout=10).content,
+        "log": [r for r in sites["store"].query_log(10_000) if r.id > log_before],
+        "received": sites["recorder"].requests[recorded_before:],
+    }
 
 
 def test_protected_query_end_to_end(sites, protected):
@@ -230,8 +263,11 @@ def test_attacker_view_lists_the_protected_query(sites, browser, protected):
     assert requests.get(f"{base}/admin/queries/{logged.id}/upload.png", timeout=10).status_code == 401
     wrong = requests.post(f"{base}/admin/login", data={"token": "guess"}, timeout=10)
     assert wrong.status_code == 403 and "Wrong admin token" in wrong.text
-    thumb = requests.get(f"{base}/admin/queries/{logged.id}/upload.png?size=32",
-                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    thumb = requests.get(
+        f"{base}/admin/queries/{logged.id}/upload.png?size=32",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (32, 32)
 
     page = browser.new_page()
@@ -250,9 +286,13 @@ def test_attacker_view_lists_the_protected_query(sites, browser, protected):
     confident = 0
     for r in rows:
         label, votes = majority_label(items[i].labels for i in r.result_ids)
-        confident += len(r.result_ids) >= 3 and label is not None and votes[label] >= 2 / 3 * len(r.result_ids)
+        confident += (
+            len(r.result_ids) >= 3 and label is not None and votes[label] >= 2 / 3 * len(r.result_ids)
+        )
     counts = page.eval_on_selector_all(
-        "#leakage-summary tbody tr", "els => els.map(e => [Number(e.dataset.queries), Number(e.dataset.confident)])")
+        "#leakage-summary tbody tr",
+        "els => els.map(e => [Number(e.dataset.queries), Number(e.dataset.confident)])",
+    )
     assert sum(q for q, _ in counts) == len(rows) and sum(c for _, c in counts) == confident
     page.screenshot(path=str(SHOTS / "admin.png"), full_page=True)
     page.close()
@@ -273,18 +313,28 @@ def test_client_modes_and_bad_input_over_http(sites, tiny_data):
     client, recorder = sites["client"], sites["recorder"]
     carrier = (tiny_data / "img" / "0002.png").read_bytes()
     private = (tiny_data / "img" / "0005.png").read_bytes()
-    r = requests.post(f"{client}/protect", data={"mode": "carrier"}, files={"image": ("c.png", carrier)}, timeout=10)
+    r = requests.post(
+        f"{client}/protect", data={"mode": "carrier"}, files={"image": ("c.png", carrier)}, timeout=10
+    )
     assert r.status_code == 400 and r.json()["error"] == "choose the private image"
     r = requests.post(f"{client}/protect", files={"image": ("x.png", b"no image")}, timeout=10)
     assert r.status_code == 400 and "not a readable image" in r.json()["error"]
-    r = requests.post(f"{client}/protect", files={"image": ("c.png", carrier)}, timeout=10,
-                      headers={"Origin": "http://evil.example"})
+    r = requests.post(
+        f"{client}/protect",
+        files={"image": ("c.png", carrier)},
+        timeout=10,
+        headers={"Origin": "http://evil.example"},
+    )
     assert r.status_code == 403
 
     model, _ = load_checkpoint(sites["cfg"].work_dir / "model")
     before = len(recorder.requests)
-    r = requests.post(f"{client}/protect", data={"mode": "carrier", "strength": "low"}, timeout=10,
-                      files={"image": ("c.png", carrier), "private": ("p.png", private)})
+    r = requests.post(
+        f"{client}/protect",
+        data={"mode": "carrier", "strength": "low"},
+        timeout=10,
+        files={"image": ("c.png", carrier), "private": ("p.png", private)},
+    )
     assert r.status_code == 202
     status = _finished(client + r.json()["status_url"])
     result = status["result"]
@@ -293,13 +343,15 @@ def test_client_modes_and_bad_input_over_http(sites, tiny_data):
     assert result["eps_255"] == 4 and 0 < result["linf_255"] <= 4
     assert result["target_code"] == model.encode(to_tensor(decode_image(private))[None])[0].tobytes().hex()
 
-    r = requests.post(f"{client}/protect", data={"mode": "untargeted"}, files={"image": ("c.png", carrier)}, timeout=10)
+    r = requests.post(
+        f"{client}/protect", data={"mode": "untargeted"}, files={"image": ("c.png", carrier)}, timeout=10
+    )
     result = _finished(client + r.json()["status_url"])["result"]
     own = bytes.fromhex(result["original_code"])
     assert bytes.fromhex(result["target_code"]) == bytes(b ^ 0xFF for b in own)
     assert len(result["trace"]) == result["iterations"] + 1 and result["trace"][-1] == result["distance"]
     live = _finished(client + r.json()["status_url"])["trace"]  # what the page drew while it ran
-    assert len(live) >= len(result["trace"]) - 1 and live == result["trace"][:len(live)]
+    assert len(live) >= len(result["trace"]) - 1 and live == result["trace"][: len(live)]
 
     received = recorder.requests[before:]
     assert all(path != "/api/search" for path, _ in received)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-assets = Blueprint("webui_assets", __name__, template_folder="templates", static_folder="static",
-                   static_url_path="/ui/static")
+assets = Blueprint(
+    "webui_assets",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/ui/static",
+)
 
 
 def register_assets(app: Flask) -> None:

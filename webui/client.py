@@ -22,15 +22,15 @@ import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from retrieval.core.votes import majority_label
 from privacy.client import Protector
 from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
 from privacy.remote import RemoteService
 from retrieval.core.codes import to_hex
-from retrieval.core.params import parse_int
 from retrieval.core.config import Config
 from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, to_tensor
 from retrieval.core.model import HashNet
+from retrieval.core.params import parse_int
+from retrieval.core.votes import majority_label
 from webui.assets import register_assets
 from webui.imagery import perturbation_png
 from webui.jobs import Busy, Job, JobRunner
@@ -68,7 +68,9 @@ class ClientState:
     def model(self) -> HashNet:
         with self._lock:
             if self._model is None:
-                self._model, _ = self.server.model(Path(self.cfg.work_dir) / "client-cache", self.cfg.model.device)
+                self._model, _ = self.server.model(
+                    Path(self.cfg.work_dir) / "client-cache", self.cfg.model.device
+                )
             return self._model
 
     def label_counts(self) -> dict[str, int]:
@@ -80,7 +82,9 @@ class ClientState:
     def anchors(self, label: str) -> np.ndarray:
         """Codes (never images) of database items with ``label``, fetched once per label."""
         if label not in self._anchors:
-            self._anchors[label] = self.server.anchors(label, self.cfg.privacy.n_anchor, self.cfg.privacy.seed)
+            self._anchors[label] = self.server.anchors(
+                label, self.cfg.privacy.n_anchor, self.cfg.privacy.seed
+            )
         return self._anchors[label]
 
     def _protect(self, job: Job) -> None:
@@ -90,8 +94,13 @@ class ClientState:
         privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
         protector = Protector(model, privacy, self.anchors, counts)
         job.phase = "protecting on this machine"
-        p = protector.protect(job.original, job.mode, target_label=job.target_label, private=job.private,
-                              on_step=lambda k, d: job.trace.append(d))
+        p = protector.protect(
+            job.original,
+            job.mode,
+            target_label=job.target_label,
+            private=job.private,
+            on_step=lambda k, d: job.trace.append(d),
+        )
         job.phase = "preparing the images"
         original_code = model.encode(job.original.unsqueeze(0))[0]
         perturbation, gain = perturbation_png(job.original, p.image)
@@ -99,12 +108,18 @@ class ClientState:
         if job.private is not None:
             pngs["private"] = to_png(job.private)
         job.facts = {
-            **p.summary(), "reached": p.distance == 0, "gain": round(gain, 1),
-            "eps_255": round(privacy.eps * 255, 2), "steps": privacy.steps, "method": privacy.method,
-            "trace": [int(d) for d in p.trace[:p.iterations + 1]],
-            "original_code": to_hex(original_code), "original_likely_label": _likely(protector, original_code),
+            **p.summary(),
+            "reached": p.distance == 0,
+            "gain": round(gain, 1),
+            "eps_255": round(privacy.eps * 255, 2),
+            "steps": privacy.steps,
+            "method": privacy.method,
+            "trace": [int(d) for d in p.trace[: p.iterations + 1]],
+            "original_code": to_hex(original_code),
+            "original_likely_label": _likely(protector, original_code),
             "protected_likely_label": _likely(protector, p.code),
-            "sent_bytes": len(pngs["protected"]), "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
+            "sent_bytes": len(pngs["protected"]),
+            "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
         }
         job.pngs, job.result = pngs, p
 
@@ -158,9 +173,17 @@ def page() -> Any:
     except (ValueError, requests.RequestException) as e:
         counts, error = {}, f"Cannot reach the search server at {st.server.url}: {e}"
     strengths = {CONFIGURED: {"eps": st.cfg.privacy.eps, "steps": st.cfg.privacy.steps}, **STRENGTHS}
-    return render_template("webui/client.html", server_url=st.server.url, labels=counts, modes=MODES,
-                           strengths=strengths, configured=CONFIGURED, radius=st.cfg.server.radius,
-                           n_anchor=st.cfg.privacy.n_anchor, error=error)
+    return render_template(
+        "webui/client.html",
+        server_url=st.server.url,
+        labels=counts,
+        modes=MODES,
+        strengths=strengths,
+        configured=CONFIGURED,
+        radius=st.cfg.server.radius,
+        n_anchor=st.cfg.privacy.n_anchor,
+        error=error,
+    )
 
 
 def _upload(name: str, what: str) -> torch.Tensor:
@@ -188,8 +211,9 @@ def protect() -> tuple[Response, int]:
         raise ValueError(f"unknown target label {target_label!r}; known: {sorted(st.label_counts())}")
     original = _upload("image", "the image to protect")
     private = _upload("private", "the private image") if mode == "carrier" else None
-    job = Job(mode=mode, strength=strength, target_label=target_label or None, original=original,
-              private=private)
+    job = Job(
+        mode=mode, strength=strength, target_label=target_label or None, original=original, private=private
+    )
     try:
         st.runner.submit(job)
     except Busy as e:
@@ -207,10 +231,18 @@ def _job(job_id: str) -> Job:
 @client_pages.get("/jobs/<job_id>")
 def status(job_id: str) -> Response:
     job = _job(job_id)
-    body: dict[str, Any] = {"id": job.id, "state": job.state, "phase": job.phase, "mode": job.mode,
-                            "strength": job.strength, "requested_target": job.target_label,
-                            "elapsed_s": round(job.elapsed_s, 2), "error": job.error, "search": job.search,
-                            "trace": list(job.trace)}
+    body: dict[str, Any] = {
+        "id": job.id,
+        "state": job.state,
+        "phase": job.phase,
+        "mode": job.mode,
+        "strength": job.strength,
+        "requested_target": job.target_label,
+        "elapsed_s": round(job.elapsed_s, 2),
+        "error": job.error,
+        "search": job.search,
+        "trace": list(job.trace),
+    }
     if job.state == "done":
         body["result"] = job.facts
         body["images"] = {kind: url_for("client.image", job_id=job.id, kind=kind) for kind in job.pngs}
@@ -241,11 +273,22 @@ def send(job_id: str) -> Response:
     hits = answer.get("results", [])
     label, votes = majority_label(h.get("labels", []) for h in hits)
     job.search = {
-        "code": answer.get("code"), "radius": answer.get("radius"), "k": answer.get("k"),
-        "count": len(hits), "inferred_label": label, "votes": votes,
+        "code": answer.get("code"),
+        "radius": answer.get("radius"),
+        "k": answer.get("k"),
+        "count": len(hits),
+        "inferred_label": label,
+        "votes": votes,
         "sent_bytes": len(job.pngs["protected"]),
-        "results": [{"id": h["id"], "distance": h["distance"], "labels": h["labels"],
-                     "thumb_url": url_for("client.thumb", image_id=h["id"], size=RESULT_THUMB)} for h in hits],
+        "results": [
+            {
+                "id": h["id"],
+                "distance": h["distance"],
+                "labels": h["labels"],
+                "thumb_url": url_for("client.thumb", image_id=h["id"], size=RESULT_THUMB),
+            }
+            for h in hits
+        ],
     }
     return jsonify(job.search)
 

@@ -24,8 +24,9 @@ def perturbation_png(original: torch.Tensor, protected: torch.Tensor) -> tuple[b
     so a page can say "x gain".
     """
     if original.shape != protected.shape:
-        raise ValueError(f"original and protected differ in shape: {tuple(original.shape)} "
-                         f"vs {tuple(protected.shape)}")
+        raise ValueError(
+            f"original and protected differ in shape: {tuple(original.shape)} vs {tuple(protected.shape)}"
+        )
     a = np.asarray(to_pil(original), dtype=np.int16)
     b = np.asarray(to_pil(protected), dtype=np.int16)
     diff = np.abs(b - a)

@@ -16,8 +16,15 @@ from flask import Blueprint, Flask, Response, abort, redirect, render_template, 
 
 from audit.leakage import CONFIDENT_MIN_ITEMS, CONFIDENT_SHARE, describe, hourly
 from retrieval.core.imaging import THUMB_MAX, THUMB_MIN
-from retrieval.service.http import (admin_enabled, current_config, current_searcher, int_param, is_admin,
-                                    log_in_admin, require_admin)
+from retrieval.service.http import (
+    admin_enabled,
+    current_config,
+    current_searcher,
+    int_param,
+    is_admin,
+    log_in_admin,
+    require_admin,
+)
 from webui.assets import register_assets
 from webui.imagery import thumbnail_png
 
@@ -47,9 +54,15 @@ def _bad_param(e: ValueError) -> tuple[str, int]:
 @pages.get("/")
 def search_page() -> str:
     s, cfg = current_searcher(), current_config()
-    return render_template("webui/search.html", radius=min(cfg.server.radius, s.hash_bits),
-                           hash_bits=s.hash_bits, max_k=cfg.server.max_k, items=s.index.ntotal,
-                           thumb=RESULT_THUMB, max_upload_mb=cfg.server.max_upload_mb)
+    return render_template(
+        "webui/search.html",
+        radius=min(cfg.server.radius, s.hash_bits),
+        hash_bits=s.hash_bits,
+        max_k=cfg.server.max_k,
+        items=s.index.ntotal,
+        thumb=RESULT_THUMB,
+        max_upload_mb=cfg.server.max_upload_mb,
+    )
 
 
 # admin
@@ -62,8 +75,10 @@ def _login_page(status: int, error: str = "") -> tuple[str, int]:
 @pages.route("/admin/login", methods=["GET", "POST"])
 def admin_login() -> Any:
     if not admin_enabled():
-        return _login_page(403, "The attacker's view is disabled: set server.admin_token or "
-                                "HASHVEIL_ADMIN_TOKEN on the server.")
+        return _login_page(
+            403,
+            "The attacker's view is disabled: set server.admin_token or HASHVEIL_ADMIN_TOKEN on the server.",
+        )
     if request.method == "GET":
         return _login_page(200)
     if not log_in_admin(request.form.get("token", "")):
@@ -81,24 +96,39 @@ def admin_logout() -> Response:
 def admin() -> Any:
     """The query log as an attacker holding it reads it, with a leakage summary per hour."""
     if not admin_enabled():
-        return _login_page(403, "The attacker's view is disabled: set server.admin_token or "
-                                "HASHVEIL_ADMIN_TOKEN on the server.")
+        return _login_page(
+            403,
+            "The attacker's view is disabled: set server.admin_token or HASHVEIL_ADMIN_TOKEN on the server.",
+        )
     if not is_admin(allow_session=True):
         return _login_page(401, "Log in with the admin token to see the query log.")
     limit = int_param("limit", 50, 1, MAX_PAGE)
     offset = int_param("offset", 0, 0, 2**31 - 1)
     store = current_searcher().store
     window = store.query_log(limit=SUMMARY_WINDOW)
-    rows = window[offset:offset + limit] if offset + limit <= SUMMARY_WINDOW else store.query_log(limit, offset)
+    rows = (
+        window[offset : offset + limit]
+        if offset + limit <= SUMMARY_WINDOW
+        else store.query_log(limit, offset)
+    )
     images = store.images({i for r in (*window, *rows) for i in r.result_ids})
     described = {r.id: describe(r, images) for r in window}
     queries = [described.get(r.id) or describe(r, images) for r in rows]
     return render_template(
-        "webui/admin.html", queries=queries, summary=hourly(list(described.values())),
-        window=len(window), summary_limit=SUMMARY_WINDOW, limit=limit, offset=offset,
-        has_more=len(rows) == limit, thumb=LOG_THUMB, result_thumb=48,
-        confident_min=CONFIDENT_MIN_ITEMS, confident_share=CONFIDENT_SHARE,
-        bearer=request.headers.get("Authorization", "").startswith("Bearer "))
+        "webui/admin.html",
+        queries=queries,
+        summary=hourly(list(described.values())),
+        window=len(window),
+        summary_limit=SUMMARY_WINDOW,
+        limit=limit,
+        offset=offset,
+        has_more=len(rows) == limit,
+        thumb=LOG_THUMB,
+        result_thumb=48,
+        confident_min=CONFIDENT_MIN_ITEMS,
+        confident_share=CONFIDENT_SHARE,
+        bearer=request.headers.get("Authorization", "").startswith("Bearer "),
+    )
 
 
 @pages.get("/admin/queries/<int:query_id>/upload.png")

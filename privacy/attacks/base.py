@@ -82,13 +82,15 @@ def quantise(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tenso
 def check_images(images: torch.Tensor) -> torch.Tensor:
     """Validate a pixel batch: float (n, 3, H, W) in [0, 1]; returns it detached."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a float tensor; got {type(images).__name__} "
-                        f"{getattr(images, 'dtype', '')}")
+        raise TypeError(
+            f"images must be a float tensor; got {type(images).__name__} {getattr(images, 'dtype', '')}"
+        )
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(images.shape)}")
     if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise ValueError(f"images must lie in [0, 1]; got range [{images.min().item():.4g}, "
-                         f"{images.max().item():.4g}]")
+        raise ValueError(
+            f"images must lie in [0, 1]; got range [{images.min().item():.4g}, {images.max().item():.4g}]"
+        )
     return images.detach()
 
 
@@ -96,8 +98,10 @@ def check_targets(target_codes: np.ndarray, n: int, hash_bits: int) -> np.ndarra
     """Validate packed targets: uint8 (n, K/8) matching the batch and the model's K."""
     codes = as_codes(target_codes)
     if codes.shape != (n, hash_bits // 8):
-        raise ValueError(f"target_codes must have shape ({n}, {hash_bits // 8}) for {n} images "
-                         f"and {hash_bits}-bit codes; got {codes.shape}")
+        raise ValueError(
+            f"target_codes must have shape ({n}, {hash_bits // 8}) for {n} images "
+            f"and {hash_bits}-bit codes; got {codes.shape}"
+        )
     return codes
 
 
@@ -122,9 +126,18 @@ class Attack:
     images only; the model's parameters never accumulate ``.grad``.
     """
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100,
-                 step_size: float = 1 / 255, early_stop: bool = True, margin: float = 0.0,
-                 quantize: bool = True, step_rule: str = "sign") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 8 / 255,
+        steps: int = 100,
+        step_size: float = 1 / 255,
+        early_stop: bool = True,
+        margin: float = 0.0,
+        quantize: bool = True,
+        step_rule: str = "sign",
+    ) -> None:
         if not 0 <= eps <= 1:
             raise ValueError(f"eps must be in [0, 1] (pixels); got {eps}")
         if not isinstance(steps, int) or steps < 0:
@@ -148,8 +161,13 @@ class Attack:
     def _project(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         return quantise(x, lo, hi) if self.quantize else x.clamp(lo, hi)
 
-    def __call__(self, images: torch.Tensor, target_codes: np.ndarray, *,
-                 on_step: Callable[[int, torch.Tensor], None] | None = None) -> Result:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        target_codes: np.ndarray,
+        *,
+        on_step: Callable[[int, torch.Tensor], None] | None = None,
+    ) -> Result:
         """Run the attack. ``on_step(k, distances)``, if given, sees the Hamming distance of every
         image to its target before step k (shape (n,)), e.g. to draw a live convergence curve."""
         x0 = check_images(images)
@@ -184,18 +202,23 @@ class Attack:
             if self.early_stop:
                 keep = ~is_done(c.detach(), t[active], self.margin)
             if not keep.any():
-                trace[k + 1:] = dist
+                trace[k + 1 :] = dist
                 break
             loss = self.loss(c[keep], t[active][keep], k).sum()
             (grad,) = torch.autograd.grad(loss, xq)
             active = active[keep]
-            adv[active] = torch.minimum(torch.maximum(
-                adv[active] - self.step_size * _direction(grad[keep], self.step_rule), lo[active]), hi[active])
+            adv[active] = torch.minimum(
+                torch.maximum(
+                    adv[active] - self.step_size * _direction(grad[keep], self.step_rule), lo[active]
+                ),
+                hi[active],
+            )
             iterations[active] += 1
         return self._result(self._project(adv, lo, hi), targets, iterations, trace)
 
-    def _result(self, final: torch.Tensor, targets: np.ndarray, iterations: torch.Tensor,
-                trace: torch.Tensor) -> Result:
+    def _result(
+        self, final: torch.Tensor, targets: np.ndarray, iterations: torch.Tensor, trace: torch.Tensor
+    ) -> Result:
         """Encode the final (quantised) images; the last trace row is their distance."""
         codes = self.model.encode(final)
         d = (unpack(codes) != unpack(targets)).sum(dim=1).to(trace)

@@ -20,11 +20,20 @@ from retrieval.core.codes import unpack
 class Noise(Attack):
     """x' = x + U[-eps, eps], clipped to [0, 1] and quantised like every attack; ``seed`` fixes it."""
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 1,
-                 step_size: float = 1 / 255, early_stop: bool = True, quantize: bool = True,
-                 seed: int | None = None) -> None:
-        super().__init__(model, eps=eps, steps=steps, step_size=step_size,
-                         early_stop=early_stop, quantize=quantize)
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 8 / 255,
+        steps: int = 1,
+        step_size: float = 1 / 255,
+        early_stop: bool = True,
+        quantize: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            model, eps=eps, steps=steps, step_size=step_size, early_stop=early_stop, quantize=quantize
+        )
         self.seed = seed
 
     def _run(self, x0: torch.Tensor, targets: np.ndarray) -> Result:

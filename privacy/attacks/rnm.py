@@ -65,8 +65,9 @@ def proximal_point(c: torch.Tensor, t: torch.Tensor, lam: float | None = None) -
     return to_signs(to_signs(c) + t / (lam * k))
 
 
-def proximal_loss(c: torch.Tensor, t: torch.Tensor, beta: float | None = None,
-                  lam: float | None = None) -> torch.Tensor:
+def proximal_loss(
+    c: torch.Tensor, t: torch.Tensor, beta: float | None = None, lam: float | None = None
+) -> torch.Tensor:
     """Eqs. 8-9 with eq. 12's penalty: beta ||C - prox||^2 + L(sign(C), h_t), straight-through L.
 
     Shape: C (n, K), targets {-1, +1} (n, K) -> (n,).
@@ -88,13 +89,31 @@ class RNM(Attack):
     and config.toml uses the same. ``beta`` defaults to 1/K, ``lam`` (proximal) to 1/(2K).
     """
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = 100,
-                 step_size: float = 1 / 255, variant: str = "proximal", margin: float = 0.0,
-                 beta: float | None = None, lam: float | None = None, early_stop: bool = True,
-                 quantize: bool = True, step_rule: str = "sign") -> None:
-        super().__init__(model, eps=eps, steps=steps, step_size=step_size,
-                         early_stop=early_stop, margin=margin, quantize=quantize,
-                         step_rule=step_rule)
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 8 / 255,
+        steps: int = 100,
+        step_size: float = 1 / 255,
+        variant: str = "proximal",
+        margin: float = 0.0,
+        beta: float | None = None,
+        lam: float | None = None,
+        early_stop: bool = True,
+        quantize: bool = True,
+        step_rule: str = "sign",
+    ) -> None:
+        super().__init__(
+            model,
+            eps=eps,
+            steps=steps,
+            step_size=step_size,
+            early_stop=early_stop,
+            margin=margin,
+            quantize=quantize,
+            step_rule=step_rule,
+        )
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
         if beta is not None and not beta >= 0:

@@ -39,12 +39,28 @@ def tanh_loss(c: torch.Tensor, t: torch.Tensor, alpha: float) -> torch.Tensor:
 class Tanh(Attack):
     """DHTA's relaxation (Huang et al. eq. 2) under sign-PGD; 2000 steps by default."""
 
-    def __init__(self, model: nn.Module, *, eps: float = 8 / 255, steps: int = PAPER_STEPS,
-                 step_size: float = 1 / 255, early_stop: bool = True, margin: float = 0.0,
-                 quantize: bool = True, step_rule: str = "sign") -> None:
-        super().__init__(model, eps=eps, steps=steps, step_size=step_size,
-                         early_stop=early_stop, margin=margin, quantize=quantize,
-                         step_rule=step_rule)
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 8 / 255,
+        steps: int = PAPER_STEPS,
+        step_size: float = 1 / 255,
+        early_stop: bool = True,
+        margin: float = 0.0,
+        quantize: bool = True,
+        step_rule: str = "sign",
+    ) -> None:
+        super().__init__(
+            model,
+            eps=eps,
+            steps=steps,
+            step_size=step_size,
+            early_stop=early_stop,
+            margin=margin,
+            quantize=quantize,
+            step_rule=step_rule,
+        )
 
     def loss(self, c: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
         return tanh_loss(c, t, alpha_schedule(step, self.steps))

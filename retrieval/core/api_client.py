@@ -35,8 +35,9 @@ def check_server_url(url: str) -> str:
 class ApiClient:
     """One server's API over a pooled HTTP session; ``token`` adds the admin bearer header."""
 
-    def __init__(self, url: str, *, timeout: float = 60.0, token: str = "",
-                 verify: bool | str | Path = True) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 60.0, token: str = "", verify: bool | str | Path = True
+    ) -> None:
         self.url = check_server_url(url)
         self.timeout = timeout
         self.http = requests.Session()
@@ -67,11 +68,16 @@ class ApiClient:
                 f.write(block)
         tmp.replace(dest)
 
-    def search(self, image: bytes, *, filename: str = "query.png", mimetype: str = "image/png",
-               **params: int | None) -> dict:
+    def search(
+        self, image: bytes, *, filename: str = "query.png", mimetype: str = "image/png", **params: int | None
+    ) -> dict:
         """POST an image to /api/search; ``params`` (radius, k, ...) left None are not sent."""
         form = {key: str(v) for key, v in params.items() if v is not None}
-        r = self.http.post(f"{self.url}/api/search", files={"image": (filename, image, mimetype)},
-                           data=form, timeout=self.timeout)
+        r = self.http.post(
+            f"{self.url}/api/search",
+            files={"image": (filename, image, mimetype)},
+            data=form,
+            timeout=self.timeout,
+        )
         raise_for_status(r)
         return r.json()

@@ -92,11 +92,15 @@ class IndexConfig:
         _int_range("index.workers", self.workers, 0, 64)
         _choice("index.backend", self.backend, INDEX_BACKENDS)
         if self.backend == "milvus" and self.kind != "flat":
-            raise ValueError(f"index.kind must be 'flat' with backend 'milvus' (BIN_FLAT, the exact "
-                             f"Milvus index for binary codes); got {self.kind!r}")
+            raise ValueError(
+                f"index.kind must be 'flat' with backend 'milvus' (BIN_FLAT, the exact "
+                f"Milvus index for binary codes); got {self.kind!r}"
+            )
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.milvus_collection):
-            raise ValueError(f"index.milvus_collection must be letters, digits and underscores, "
-                             f"not starting with a digit; got {self.milvus_collection!r}")
+            raise ValueError(
+                f"index.milvus_collection must be letters, digits and underscores, "
+                f"not starting with a digit; got {self.milvus_collection!r}"
+            )
 
     def milvus_secret(self) -> str:
         """The Milvus token: index.milvus_token, else HASHVEIL_MILVUS_TOKEN; "" for Milvus Lite."""

@@ -20,8 +20,8 @@ from retrieval.core.codes import as_codes, unpack
 @dataclass(frozen=True)
 class MapResult:
     map: float
-    ap: np.ndarray          # (q,) AP of each query
-    no_relevant: int        # queries with no relevant item in their top k
+    ap: np.ndarray  # (q,) AP of each query
+    no_relevant: int  # queries with no relevant item in their top k
 
     def __float__(self) -> float:
         return self.map
@@ -53,10 +53,10 @@ def mean_average_precision(
     bits = db_bits.shape[1]
     aps = []
     for start in range(0, len(query_codes), chunk):
-        q_bits = unpack(query_codes[start:start + chunk]).numpy()
-        dist = np.rint((bits - q_bits @ db_bits.T) / 2)          # (c, n) exact small ints
-        rank = np.argsort(dist, axis=1, kind="stable")[:, :k]     # stable: ties keep id order
-        rel = (q_lab_all[start:start + chunk] @ db_lab.T > 0)     # (c, n)
+        q_bits = unpack(query_codes[start : start + chunk]).numpy()
+        dist = np.rint((bits - q_bits @ db_bits.T) / 2)  # (c, n) exact small ints
+        rank = np.argsort(dist, axis=1, kind="stable")[:, :k]  # stable: ties keep id order
+        rel = q_lab_all[start : start + chunk] @ db_lab.T > 0  # (c, n)
         rel_k = np.take_along_axis(rel, rank, axis=1).astype(np.float64)
         hits = np.cumsum(rel_k, axis=1)
         precision = hits / np.arange(1, k + 1)

@@ -79,8 +79,13 @@ class HashNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(x.shape)}")
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         return self.backbone((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +102,14 @@ class HashNet(nn.Module):
         return pack(self(x.to(self.device)))
 
     def card(self, **extra) -> ModelCard:
-        return ModelCard(self.backbone_name, self.hash_bits, self.image_size,
-                         tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist()), **extra)
+        return ModelCard(
+            self.backbone_name,
+            self.hash_bits,
+            self.image_size,
+            tuple(self.mean.flatten().tolist()),
+            tuple(self.std.flatten().tolist()),
+            **extra,
+        )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -140,8 +151,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_checkpoint(model_dir: str | Path, *, expected_sha256: str | None = None,
-                    device: str = "cpu") -> tuple[HashNet, ModelCard]:
+def load_checkpoint(
+    model_dir: str | Path, *, expected_sha256: str | None = None, device: str = "cpu"
+) -> tuple[HashNet, ModelCard]:
     """Rebuild a HashNet from its card and load its weights (onto ``device``) after checking their sha256.
 
     Raises ValueError naming the file when the weights do not match the card (or
@@ -155,8 +167,13 @@ def load_checkpoint(model_dir: str | Path, *, expected_sha256: str | None = None
     for want in (card.sha256, expected_sha256):
         if want and digest != want:
             raise ValueError(f"{weights} has sha256 {digest}, expected {want}: refusing to load it")
-    cfg = ModelConfig(backbone=card.backbone, hash_bits=card.hash_bits, image_size=card.image_size,
-                      freeze_backbone=True, pretrained="")
+    cfg = ModelConfig(
+        backbone=card.backbone,
+        hash_bits=card.hash_bits,
+        image_size=card.image_size,
+        freeze_backbone=True,
+        pretrained="",
+    )
     model = HashNet(cfg, load_pretrained=False)
     model.load_state_dict(load_file(weights))
     return model.to(resolve_device(device)).eval(), card

@@ -68,8 +68,10 @@ class HammingSearch:
         codes = self._check_codes(codes)
         ids = np.asarray(ids)
         if ids.ndim != 1 or ids.shape[0] != codes.shape[0] or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be a 1-D integer array of length {codes.shape[0]}; "
-                             f"got dtype {ids.dtype}, shape {ids.shape}")
+            raise ValueError(
+                f"ids must be a 1-D integer array of length {codes.shape[0]}; "
+                f"got dtype {ids.dtype}, shape {ids.shape}"
+            )
         ids = ids.astype(np.int64)
         if np.unique(ids).size != ids.size:
             raise ValueError("ids must be unique; got duplicates")
@@ -81,8 +83,10 @@ class HammingSearch:
     def _check_codes(self, codes: np.ndarray) -> np.ndarray:
         codes = as_codes(codes)
         if codes.shape[1] * 8 != self.hash_bits:
-            raise ValueError(f"codes must have {self.hash_bits // 8} bytes per row for "
-                             f"{self.hash_bits}-bit codes; got shape {codes.shape}")
+            raise ValueError(
+                f"codes must have {self.hash_bits // 8} bytes per row for "
+                f"{self.hash_bits}-bit codes; got shape {codes.shape}"
+            )
         return codes
 
     def _check_radius(self, radius: int) -> int:
@@ -102,7 +106,7 @@ class HammingSearch:
         for i in range(codes.shape[0]):
             radius = 0
             while True:  # widen until k items are in; radius K holds everything
-                found = self._range(codes[i:i + 1], radius)[0][1]
+                found = self._range(codes[i : i + 1], radius)[0][1]
                 if found.size >= k or radius == self.hash_bits:
                     kth[i] = found[k - 1]
                     break

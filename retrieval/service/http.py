@@ -37,8 +37,9 @@ def current_query_log() -> QueryLog:
     return current_app.extensions[_PARTS]["query_log"]
 
 
-def int_param(name: str, default: int | None, lo: int, hi: int,
-              body: dict[str, Any] | None = None) -> int | None:
+def int_param(
+    name: str, default: int | None, lo: int, hi: int, body: dict[str, Any] | None = None
+) -> int | None:
     """An int from the JSON body, else a form field, else a query arg; ``default`` when absent.
 
     Raises ValueError (a 400 on every blueprint of the app) when it is not an int in [lo, hi].
@@ -81,8 +82,11 @@ def require_admin(*, allow_session: bool = False) -> None:
         return
     if request.headers.get("Authorization", "").startswith("Bearer "):
         abort(403, "wrong admin token")
-    abort(401, "admin routes need 'Authorization: Bearer <token>'"
-               + (" or a login at /admin/login" if allow_session else ""))
+    abort(
+        401,
+        "admin routes need 'Authorization: Bearer <token>'"
+        + (" or a login at /admin/login" if allow_session else ""),
+    )
 
 
 def log_in_admin(given: str) -> bool:

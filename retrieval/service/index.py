@@ -60,15 +60,18 @@ class BinaryIndex(HammingSearch):
         self.kind = _kind_of(self._sub)
         self.hash_bits = check_bits(int(index.d) if hash_bits is None else hash_bits)
         if int(index.d) not in (self.hash_bits, _stored_bits(self.hash_bits, self.kind)):
-            raise ValueError(f"a {self.kind} index of {self.hash_bits}-bit codes stores "
-                             f"{_stored_bits(self.hash_bits, self.kind)} bits; this one stores {index.d}")
+            raise ValueError(
+                f"a {self.kind} index of {self.hash_bits}-bit codes stores "
+                f"{_stored_bits(self.hash_bits, self.kind)} bits; this one stores {index.d}"
+            )
         self._stored_bytes = int(index.d) // 8
         self._lock = threading.Lock()
         self._gpu: faiss.IndexBinary | None = None  # a GpuIndexBinaryFlat copy, see use_gpu()
 
     @classmethod
-    def create(cls, hash_bits: int, kind: str = "flat", *, b: int | None = None,
-               nhash: int | None = None) -> "BinaryIndex":
+    def create(
+        cls, hash_bits: int, kind: str = "flat", *, b: int | None = None, nhash: int | None = None
+    ) -> "BinaryIndex":
         """An empty index. ``b`` (key bits) and ``nhash`` (keys) tune the hash kinds only.
 
         Defaults: hash keys on min(K, 16) bits (65,536 buckets); multihash uses 16-bit keys
@@ -144,14 +147,15 @@ class BinaryIndex(HammingSearch):
             header = len(_MAGIC) + 2
             if len(raw) < header:
                 raise ValueError(f"index file {path} is truncated in its header")
-            (hash_bits,) = struct.unpack("<H", raw[len(_MAGIC):header])
+            (hash_bits,) = struct.unpack("<H", raw[len(_MAGIC) : header])
             raw = raw[header:]
         data = np.frombuffer(raw, dtype=np.uint8)
         try:
             index = faiss.deserialize_index_binary(data)
         except RuntimeError as e:
-            raise ValueError(f"index file {path} is corrupt or not a FAISS binary index: "
-                             f"{str(e).splitlines()[-1]}") from None
+            raise ValueError(
+                f"index file {path} is corrupt or not a FAISS binary index: {str(e).splitlines()[-1]}"
+            ) from None
         if not isinstance(index, faiss.IndexBinaryIDMap2):
             raise ValueError(f"index file {path} holds a {type(index).__name__}, not an IndexBinaryIDMap2")
         try:
@@ -185,8 +189,8 @@ class BinaryIndex(HammingSearch):
             lims, dist, ids = self._index.range_search(self._stored(codes), radius + 1)
         out: Results = []
         for i in range(codes.shape[0]):
-            d = dist[lims[i]:lims[i + 1]].astype(np.int64)
-            j = ids[lims[i]:lims[i + 1]].astype(np.int64)
+            d = dist[lims[i] : lims[i + 1]].astype(np.int64)
+            j = ids[lims[i] : lims[i + 1]].astype(np.int64)
             order = np.lexsort((j, d))
             out.append((j[order], d[order]))
         return out
@@ -214,7 +218,6 @@ class BinaryIndex(HammingSearch):
         rows = buf[: n * self._stored_bytes].reshape(n, self._stored_bytes)
         rows[:, :width] = codes
         return rows
-
 
 
 def _stored_bits(hash_bits: int, kind: str) -> int:

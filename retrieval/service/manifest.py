@@ -52,8 +52,10 @@ class Manifest:
         name = self.index_file
         if self.index_backend == "milvus":
             if name or not self.milvus_uri or not self.milvus_collection:
-                raise ValueError(f"a milvus manifest needs milvus_uri and milvus_collection and no "
-                                 f"index_file; got {self.milvus_uri!r}, {self.milvus_collection!r}, {name!r}")
+                raise ValueError(
+                    f"a milvus manifest needs milvus_uri and milvus_collection and no "
+                    f"index_file; got {self.milvus_uri!r}, {self.milvus_collection!r}, {name!r}"
+                )
         elif self.index_backend != "faiss":
             raise ValueError(f"index_backend must be 'faiss' or 'milvus'; got {self.index_backend!r}")
         elif not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
@@ -99,30 +101,41 @@ def read_manifest(path: str | Path) -> Manifest:
     required = {f.name for f in dataclasses.fields(Manifest) if f.default is dataclasses.MISSING}
     missing, unknown = required - set(raw), set(raw) - fields
     if missing or unknown:
-        raise ValueError(f"manifest {path} has missing fields {sorted(missing)} "
-                         f"and unknown fields {sorted(unknown)}")
+        raise ValueError(
+            f"manifest {path} has missing fields {sorted(missing)} and unknown fields {sorted(unknown)}"
+        )
     try:
         return Manifest(**raw)
     except ValueError as e:
         raise ValueError(f"manifest {path}: {e}") from None
 
 
-def verify(m: Manifest, *, model_sha256: str, store: Store, index_path: str | Path | None = None,
-           index_fingerprint: str | None = None) -> None:
+def verify(
+    m: Manifest,
+    *,
+    model_sha256: str,
+    store: Store,
+    index_path: str | Path | None = None,
+    index_fingerprint: str | None = None,
+) -> None:
     """Raise ValueError naming the first part of the set that no longer matches the manifest.
 
     A FAISS set is checked by ``index_path`` (the file's sha256); a Milvus set by
     ``index_fingerprint``, the collection's (id, code) fingerprint, against the store's.
     """
     if model_sha256 != m.model_sha256:
-        raise ValueError(f"model weights changed since the index was built: weights sha256 "
-                         f"{model_sha256}, manifest expects {m.model_sha256}; run `hashveil build-index` again")
+        raise ValueError(
+            f"model weights changed since the index was built: weights sha256 "
+            f"{model_sha256}, manifest expects {m.model_sha256}; run `hashveil build-index` again"
+        )
     if m.index_backend == "milvus":
         _verify_store(m, store)
         if index_fingerprint != m.store_fingerprint:
-            raise ValueError(f"Milvus collection {m.milvus_collection!r} at {m.milvus_uri} does not hold "
-                             f"the store's ids and codes (fingerprint {index_fingerprint}, manifest expects "
-                             f"{m.store_fingerprint}); run `hashveil build-index` again")
+            raise ValueError(
+                f"Milvus collection {m.milvus_collection!r} at {m.milvus_uri} does not hold "
+                f"the store's ids and codes (fingerprint {index_fingerprint}, manifest expects "
+                f"{m.store_fingerprint}); run `hashveil build-index` again"
+            )
         return
     if index_path is None:
         raise TypeError("verify needs index_path for a FAISS manifest")
@@ -131,8 +144,10 @@ def verify(m: Manifest, *, model_sha256: str, store: Store, index_path: str | Pa
         raise ValueError(f"index file {index_path} named by the manifest is missing")
     digest = file_sha256(index_path)
     if digest != m.index_sha256:
-        raise ValueError(f"index file {index_path} has sha256 {digest}, manifest expects "
-                         f"{m.index_sha256} (half-written or replaced?); run `hashveil build-index` again")
+        raise ValueError(
+            f"index file {index_path} has sha256 {digest}, manifest expects "
+            f"{m.index_sha256} (half-written or replaced?); run `hashveil build-index` again"
+        )
     _verify_store(m, store)
 
 
@@ -142,5 +157,7 @@ def _verify_store(m: Manifest, store: Store) -> None:
         raise ValueError(f"store {store!r} holds {count} images, manifest expects {m.count}")
     fingerprint = store.fingerprint()
     if fingerprint != m.store_fingerprint:
-        raise ValueError(f"store {store!r} codes differ from the build (fingerprint {fingerprint}, "
-                         f"manifest expects {m.store_fingerprint}); run `hashveil build-index` again")
+        raise ValueError(
+            f"store {store!r} codes differ from the build (fingerprint {fingerprint}, "
+            f"manifest expects {m.store_fingerprint}); run `hashveil build-index` again"
+        )

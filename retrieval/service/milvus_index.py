@@ -52,8 +52,9 @@ class MilvusIndex(HammingSearch):
         self._bounds: tuple[int, int] | None = None  # (min id, max id), for splitting full pages
 
     @classmethod
-    def create(cls, uri: str, collection: str, hash_bits: int, *, token: str = "",
-               replace: bool = False) -> "MilvusIndex":
+    def create(
+        cls, uri: str, collection: str, hash_bits: int, *, token: str = "", replace: bool = False
+    ) -> "MilvusIndex":
         """An empty collection; with ``replace`` an existing one of that name is dropped first."""
         check_bits(hash_bits)
         client = _connect(uri, token, collection)
@@ -63,14 +64,14 @@ class MilvusIndex(HammingSearch):
             if not replace:
                 raise ValueError(f"Milvus collection {collection!r} already exists at {uri}")
             client.drop_collection(collection)
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False,
-                                      description=f"hashveil {hash_bits}-bit codes")
+        schema = client.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=f"hashveil {hash_bits}-bit codes"
+        )
         schema.add_field(_ID, DataType.INT64, is_primary=True)
         schema.add_field(_CODE, DataType.BINARY_VECTOR, dim=hash_bits)
         params = client.prepare_index_params()
         params.add_index(field_name=_CODE, index_type="BIN_FLAT", metric_type="HAMMING")
-        client.create_collection(collection, schema=schema, index_params=params,
-                                 consistency_level="Strong")
+        client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
         return cls(client, uri, collection, hash_bits)
 
     @classmethod
@@ -80,14 +81,16 @@ class MilvusIndex(HammingSearch):
         from pymilvus import DataType
 
         if not client.has_collection(collection):
-            raise FileNotFoundError(f"no Milvus collection {collection!r} at {uri}; "
-                                    f"run `hashveil build-index` first")
+            raise FileNotFoundError(
+                f"no Milvus collection {collection!r} at {uri}; run `hashveil build-index` first"
+            )
         fields = {f["name"]: f for f in client.describe_collection(collection)["fields"]}
         code = fields.get(_CODE, {})
         bits = code.get("params", {}).get("dim")
         if set(fields) != {_ID, _CODE} or code.get("type") != DataType.BINARY_VECTOR:
-            raise ValueError(f"Milvus collection {collection!r} at {uri} is not a hashveil index: "
-                             f"fields {sorted(fields)}")
+            raise ValueError(
+                f"Milvus collection {collection!r} at {uri} is not a hashveil index: fields {sorted(fields)}"
+            )
         try:
             out = cls(client, uri, collection, int(bits))
         except (TypeError, ValueError) as e:
@@ -119,8 +122,10 @@ class MilvusIndex(HammingSearch):
         codes, ids = self._check_new(codes, ids)
         for start in range(0, len(ids), _INSERT_BATCH):
             stop = start + _INSERT_BATCH
-            self._client.insert(self.collection, [
-                {_ID: i, _CODE: c.tobytes()} for i, c in zip(ids[start:stop].tolist(), codes[start:stop])])
+            self._client.insert(
+                self.collection,
+                [{_ID: i, _CODE: c.tobytes()} for i, c in zip(ids[start:stop].tolist(), codes[start:stop])],
+            )
         self._client.flush(self.collection)
         self._bounds = None
         log.info("added %d codes to Milvus collection %s", len(ids), self.collection)
@@ -131,20 +136,31 @@ class MilvusIndex(HammingSearch):
 
     # Milvus mechanics below
 
-    def _search(self, codes: np.ndarray, limit: int, radius: int | None = None,
-                bounds: tuple[int, int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _search(
+        self, codes: np.ndarray, limit: int, radius: int | None = None, bounds: tuple[int, int] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """One search call per batch: (ids, distances) per query, unsorted, at most ``limit`` each."""
         params = {} if radius is None else {"radius": radius + 1, "range_filter": 0}
         where = "" if bounds is None else f"{_ID} >= {bounds[0]} and {_ID} <= {bounds[1]}"
         out = []
         for start in range(0, codes.shape[0], _QUERY_BATCH):
-            batch = [c.tobytes() for c in codes[start:start + _QUERY_BATCH]]
-            hits = self._client.search(self.collection, data=batch, anns_field=_CODE, limit=limit,
-                                       filter=where, output_fields=[],
-                                       search_params={"metric_type": "HAMMING", "params": params})
+            batch = [c.tobytes() for c in codes[start : start + _QUERY_BATCH]]
+            hits = self._client.search(
+                self.collection,
+                data=batch,
+                anns_field=_CODE,
+                limit=limit,
+                filter=where,
+                output_fields=[],
+                search_params={"metric_type": "HAMMING", "params": params},
+            )
             for found in hits:
-                out.append((np.array([h[_ID] for h in found], dtype=np.int64),
-                            np.rint([h["distance"] for h in found]).astype(np.int64)))
+                out.append(
+                    (
+                        np.array([h[_ID] for h in found], dtype=np.int64),
+                        np.rint([h["distance"] for h in found]).astype(np.int64),
+                    )
+                )
         return out
 
     def _range(self, codes: np.ndarray, radius: int) -> Results:
@@ -152,13 +168,14 @@ class MilvusIndex(HammingSearch):
         out: Results = []
         for i, (ids, dist) in enumerate(self._search(codes, TOPK_CAP, radius)):
             if len(ids) >= TOPK_CAP:  # possibly cut: gather it again in id ranges
-                ids, dist = self._split_range(codes[i:i + 1], radius, self._id_bounds())
+                ids, dist = self._split_range(codes[i : i + 1], radius, self._id_bounds())
             order = np.lexsort((ids, dist))
             out.append((ids[order], dist[order]))
         return out
 
-    def _split_range(self, code: np.ndarray, radius: int,
-                     bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _split_range(
+        self, code: np.ndarray, radius: int, bounds: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every hit of one query with lo <= id <= hi, halving the id range while pages come back full."""
         pending, got_ids, got_dist = [bounds], [], []
         while pending:
@@ -187,8 +204,9 @@ class MilvusIndex(HammingSearch):
     def _scan(self, *, with_codes: bool) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, code) row, sorted by id. Shape: (n,) int64 and (n, K/8) uint8."""
         fields = [_ID, _CODE] if with_codes else [_ID]
-        it = self._client.query_iterator(self.collection, batch_size=TOPK_CAP, filter="",
-                                         output_fields=fields)
+        it = self._client.query_iterator(
+            self.collection, batch_size=TOPK_CAP, filter="", output_fields=fields
+        )
         ids, codes = [], []
         try:
             while page := it.next():
@@ -202,7 +220,6 @@ class MilvusIndex(HammingSearch):
         codes_arr = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(-1, width)
         order = np.argsort(ids_arr, kind="stable")
         return ids_arr[order], (codes_arr[order] if with_codes else codes_arr)
-
 
 
 def resolve_uri(uri: str, work_dir: Path) -> str:
@@ -243,8 +260,9 @@ def _connect(uri: str, token: str, collection: str):
     try:
         from pymilvus import MilvusClient
     except ImportError:
-        raise ModuleNotFoundError("index backend 'milvus' needs pymilvus and milvus-lite: "
-                                  "pip install 'hashveil[milvus]'") from None
+        raise ModuleNotFoundError(
+            "index backend 'milvus' needs pymilvus and milvus-lite: pip install 'hashveil[milvus]'"
+        ) from None
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     iterator_log = logging.getLogger("pymilvus.orm.iterator")

@@ -36,8 +36,11 @@ class QueryLog:
     """
 
     def __init__(self, store: Store, retention_days: int, clock: Clock = utc_now) -> None:
-        if (isinstance(retention_days, bool) or not isinstance(retention_days, int)
-                or not 0 <= retention_days <= MAX_DAYS):
+        if (
+            isinstance(retention_days, bool)
+            or not isinstance(retention_days, int)
+            or not 0 <= retention_days <= MAX_DAYS
+        ):
             raise ValueError(f"retention_days must be an int in [0, {MAX_DAYS}]; got {retention_days!r}")
         self.store = store
         self.retention_days = retention_days
@@ -56,14 +59,31 @@ class QueryLog:
             self._last_prune = now
         return self.store.prune_query_log(now - timedelta(days=self.retention_days))
 
-    def record(self, *, code: bytes, radius: int, k: int | None, result_ids: Sequence[int],
-               upload: bytes | None, upload_type: str, remote_addr: str | None) -> int | None:
+    def record(
+        self,
+        *,
+        code: bytes,
+        radius: int,
+        k: int | None,
+        result_ids: Sequence[int],
+        upload: bytes | None,
+        upload_type: str,
+        remote_addr: str | None,
+    ) -> int | None:
         """Log one query and return the row id; None (and nothing stored) when the log is off."""
         if not self.enabled:
             return None
         now = self.clock()
-        row_id = self.store.log_query(code=code, radius=radius, k=k, result_ids=result_ids, upload=upload,
-                                      upload_type=upload_type, remote_addr=remote_addr, created_at=now)
+        row_id = self.store.log_query(
+            code=code,
+            radius=radius,
+            k=k,
+            result_ids=result_ids,
+            upload=upload,
+            upload_type=upload_type,
+            remote_addr=remote_addr,
+            created_at=now,
+        )
         self._maybe_prune(now)
         return row_id
 

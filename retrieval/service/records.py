@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 UPLOAD_TYPES = ("image", "code")
 # SQLite's INTEGER PRIMARY KEY is already 64-bit (and the rowid); PostgreSQL's INTEGER is 32-bit
 ID_TYPE = BigInteger().with_variant(Integer, "sqlite")
-ID_RANGE = (-2**63, 2**63 - 1)
+ID_RANGE = (-(2**63), 2**63 - 1)
 MAX_BLOB_BYTES = 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH; PostgreSQL's bytea stops at 1 GiB
 # VARCHAR(n) lengths: PostgreSQL enforces them, SQLite does not, so they are checked before writing
 PATH_CHARS, SPLIT_CHARS, LABEL_CHARS, ADDR_CHARS = 1024, 32, 256, 64
@@ -78,19 +78,25 @@ class QueryLogRow:
     remote_addr: str | None
 
 
-
 def check_text(what: str, value: object, max_chars: int) -> None:
     """Strings both backends store alike: PostgreSQL rejects NUL and enforces VARCHAR lengths."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string; got {value!r}")
     if len(value) > max_chars or "\x00" in value:
-        raise ValueError(f"{what} must be at most {max_chars} characters without NUL; "
-                         f"got {len(value)} characters: {value[:80]!r}")
+        raise ValueError(
+            f"{what} must be at most {max_chars} characters without NUL; "
+            f"got {len(value)} characters: {value[:80]!r}"
+        )
 
 
 def image_values(row: ImageRow) -> dict:
-    return {"id": as_id(row.id), "path": row.path, "labels": json.dumps(list(row.labels)),
-            "split": row.split, "code": bytes(row.code)}
+    return {
+        "id": as_id(row.id),
+        "path": row.path,
+        "labels": json.dumps(list(row.labels)),
+        "split": row.split,
+        "code": bytes(row.code),
+    }
 
 
 def image_row(rec: ImageRecord) -> ImageRow:
@@ -103,9 +109,17 @@ def log_row(rec: QueryLogRecord) -> QueryLogRow:
         created = created.replace(tzinfo=timezone.utc)
     else:  # PostgreSQL answers in the session's TimeZone setting
         created = created.astimezone(timezone.utc)
-    return QueryLogRow(rec.id, created, bytes(rec.code), rec.radius, rec.k,
-                       tuple(json.loads(rec.result_ids)), None if rec.upload is None else bytes(rec.upload),
-                       rec.upload_type, rec.remote_addr)
+    return QueryLogRow(
+        rec.id,
+        created,
+        bytes(rec.code),
+        rec.radius,
+        rec.k,
+        tuple(json.loads(rec.result_ids)),
+        None if rec.upload is None else bytes(rec.upload),
+        rec.upload_type,
+        rec.remote_addr,
+    )
 
 
 def as_utc(when: datetime) -> datetime:
@@ -121,4 +135,3 @@ def as_id(value: object) -> int:
     if not ID_RANGE[0] <= int(value) <= ID_RANGE[1]:
         raise ValueError(f"image ids must fit in 64 bits; got {value!r}")
     return int(value)
-

@@ -17,10 +17,10 @@ import torch
 
 from retrieval.core.codes import as_codes
 from retrieval.core.config import Config
+from retrieval.core.model import HashNet, ModelCard, load_checkpoint, resolve_device
 from retrieval.service.index import BinaryIndex
 from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, verify
 from retrieval.service.milvus_index import MilvusIndex
-from retrieval.core.model import HashNet, ModelCard, load_checkpoint, resolve_device
 from retrieval.service.store import Store
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,19 @@ class Hit:
 class Searcher:
     """Answers retrieval queries against one model + index + store set."""
 
-    def __init__(self, model: HashNet, card: ModelCard, index: BinaryIndex | MilvusIndex, store: Store,
-                 image_root: Path) -> None:
+    def __init__(
+        self,
+        model: HashNet,
+        card: ModelCard,
+        index: BinaryIndex | MilvusIndex,
+        store: Store,
+        image_root: Path,
+    ) -> None:
         if not model.hash_bits == card.hash_bits == index.hash_bits:
-            raise ValueError(f"code lengths disagree: model {model.hash_bits}, card {card.hash_bits}, "
-                             f"index {index.hash_bits} bits")
+            raise ValueError(
+                f"code lengths disagree: model {model.hash_bits}, card {card.hash_bits}, "
+                f"index {index.hash_bits} bits"
+            )
         self.model = model.eval()
         self.card = card
         self.index = index
@@ -66,8 +74,9 @@ class Searcher:
             raise ValueError(f"search_code takes one code; got shape {code.shape}")
         return self._hits(*self.index.search(code, radius, k)[0])
 
-    def search_images(self, images: torch.Tensor, radius: int,
-                      k: int | None = None) -> tuple[np.ndarray, list[list[Hit]]]:
+    def search_images(
+        self, images: torch.Tensor, radius: int, k: int | None = None
+    ) -> tuple[np.ndarray, list[list[Hit]]]:
         """Encode pixel images with the model, then search each code.
 
         Shape: images (n, 3, H, W) float in [0, 1] -> codes (n, K/8) uint8 and n hit lists.
@@ -78,8 +87,9 @@ class Searcher:
     def encode(self, images: torch.Tensor) -> np.ndarray:
         """Packed codes of pixel images, in eval mode under a lock (one inference at a time)."""
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-            raise TypeError(f"images must be a float tensor; got {type(images).__name__} "
-                            f"{getattr(images, 'dtype', '')}")
+            raise TypeError(
+                f"images must be a float tensor; got {type(images).__name__} {getattr(images, 'dtype', '')}"
+            )
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
             raise ValueError(f"images must have shape (n, 3, H, W) with n >= 1; got {tuple(images.shape)}")
         lo, hi = float(images.min()), float(images.max())
@@ -108,8 +118,10 @@ class Searcher:
         missing = [i for i in ids.tolist() if i not in rows]
         if missing:
             raise RuntimeError(f"index ids {missing[:5]} are not in the store; rebuild the index")
-        return [Hit(int(i), int(d), rows[int(i)].labels, rows[int(i)].path)
-                for i, d in zip(ids.tolist(), dist.tolist())]
+        return [
+            Hit(int(i), int(d), rows[int(i)].labels, rows[int(i)].path)
+            for i, d in zip(ids.tolist(), dist.tolist())
+        ]
 
 
 def open_searcher(cfg: Config) -> Searcher:
@@ -128,11 +140,12 @@ def open_searcher(cfg: Config) -> Searcher:
         if device.startswith("cuda"):
             index.use_gpu(torch.device(device).index or 0)
     if (index.hash_bits, index.kind, index.ntotal) != (m.hash_bits, m.index_kind, m.count):
-        raise ValueError(f"index {where} is a {index.hash_bits}-bit {index.kind} index of "
-                         f"{index.ntotal} codes; manifest {manifest_path} expects {m.hash_bits}-bit "
-                         f"{m.index_kind} with {m.count}")
-    log.info("serving %d %d-bit codes (%s index) from %s", m.count, m.hash_bits, m.index_kind,
-             manifest_path)
+        raise ValueError(
+            f"index {where} is a {index.hash_bits}-bit {index.kind} index of "
+            f"{index.ntotal} codes; manifest {manifest_path} expects {m.hash_bits}-bit "
+            f"{m.index_kind} with {m.count}"
+        )
+    log.info("serving %d %d-bit codes (%s index) from %s", m.count, m.hash_bits, m.index_kind, manifest_path)
     return Searcher(model, card, index, store, Path(m.image_root))
 
 

@@ -20,10 +20,24 @@ from werkzeug.exceptions import HTTPException
 
 from retrieval.core.codes import parse, to_hex
 from retrieval.core.config import Config
-from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, load_image, thumbnail, to_png, to_tensor
+from retrieval.core.imaging import (
+    THUMB_MAX,
+    THUMB_MIN,
+    decode_image,
+    load_image,
+    thumbnail,
+    to_png,
+    to_tensor,
+)
 from retrieval.core.model import WEIGHTS_FILE
-from retrieval.service.http import (attach, current_config, current_query_log, current_searcher, int_param,
-                                     require_admin)
+from retrieval.service.http import (
+    attach,
+    current_config,
+    current_query_log,
+    current_searcher,
+    int_param,
+    require_admin,
+)
 from retrieval.service.querylog import QueryLog
 from retrieval.service.search import Hit, Searcher, open_searcher
 
@@ -58,7 +72,9 @@ def _http_error(e: HTTPException) -> Any:
         return e
     message = e.description
     if e.code == 413:
-        message = f"request body exceeds the server's {current_config().server.max_upload_mb:g} MB upload limit"
+        message = (
+            f"request body exceeds the server's {current_config().server.max_upload_mb:g} MB upload limit"
+        )
     resp = jsonify(error=message)
     resp.status_code = e.code or 500
     valid = getattr(e, "valid_methods", None)
@@ -90,8 +106,12 @@ def _json_body() -> dict[str, Any]:
 
 
 def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {"id": hit.id, "distance": hit.distance, "labels": list(hit.labels),
-            "image_url": url_for("api.image", image_id=hit.id)}
+    return {
+        "id": hit.id,
+        "distance": hit.distance,
+        "labels": list(hit.labels),
+        "image_url": url_for("api.image", image_id=hit.id),
+    }
 
 
 # views
@@ -113,14 +133,22 @@ def search() -> Response:
     else:
         text = body.get("code", request.form.get("code"))
         if text is None:
-            raise ValueError("send an image as multipart field 'image', or JSON {\"code\": \"<hex>\"}")
+            raise ValueError('send an image as multipart field \'image\', or JSON {"code": "<hex>"}')
         data, upload_type = None, "code"
         code = parse(text, s.hash_bits)[0]
         hits = s.search_code(code, radius, k)
-    current_query_log().record(code=code.tobytes(), radius=radius, k=k, result_ids=[h.id for h in hits],
-                        upload=data, upload_type=upload_type, remote_addr=request.remote_addr)
-    return jsonify(code=to_hex(code), radius=radius, k=k, count=len(hits),
-                   results=[_hit_json(h) for h in hits])
+    current_query_log().record(
+        code=code.tobytes(),
+        radius=radius,
+        k=k,
+        result_ids=[h.id for h in hits],
+        upload=data,
+        upload_type=upload_type,
+        remote_addr=request.remote_addr,
+    )
+    return jsonify(
+        code=to_hex(code), radius=radius, k=k, count=len(hits), results=[_hit_json(h) for h in hits]
+    )
 
 
 @api.get(f"/images/<int(max={MAX_ID}):image_id>")
@@ -177,8 +205,7 @@ def anchors() -> Response:
     if label not in store.label_names():
         abort(404, f"unknown label {label!r}")
     ids, codes = store.codes_with_label(label, n, seed)
-    return jsonify(label=label, seed=seed, count=len(ids), ids=ids.tolist(),
-                   codes=[to_hex(c) for c in codes])
+    return jsonify(label=label, seed=seed, count=len(ids), ids=ids.tolist(), codes=[to_hex(c) for c in codes])
 
 
 @api.get("/labels")
@@ -207,8 +234,14 @@ def _openapi_document() -> bytes:
 @api.get("/stats")
 def stats() -> Response:
     s = current_searcher()
-    return jsonify(items=s.index.ntotal, hash_bits=s.hash_bits, index_kind=s.index.kind,
-                   backbone=s.card.backbone, dataset=s.card.dataset, metrics=s.card.metrics)
+    return jsonify(
+        items=s.index.ntotal,
+        hash_bits=s.hash_bits,
+        index_kind=s.index.kind,
+        backbone=s.card.backbone,
+        dataset=s.card.dataset,
+        metrics=s.card.metrics,
+    )
 
 
 # admin: the query log, i.e. what an attacker holding the server's logs has
@@ -220,10 +253,24 @@ def admin_queries() -> Response:
     limit = int_param("limit", 100, 1, 10_000)
     offset = int_param("offset", 0, 0, 2**31 - 1)
     rows = current_searcher().store.query_log(limit=limit, offset=offset)
-    return jsonify({"log_retention_days": current_query_log().retention_days, "queries": [
-        {"id": r.id, "created_at": r.created_at.isoformat(), "code": r.code.hex(), "radius": r.radius,
-         "k": r.k, "result_ids": list(r.result_ids), "upload_type": r.upload_type,
-         "has_upload": r.upload is not None} for r in rows]})
+    return jsonify(
+        {
+            "log_retention_days": current_query_log().retention_days,
+            "queries": [
+                {
+                    "id": r.id,
+                    "created_at": r.created_at.isoformat(),
+                    "code": r.code.hex(),
+                    "radius": r.radius,
+                    "k": r.k,
+                    "result_ids": list(r.result_ids),
+                    "upload_type": r.upload_type,
+                    "has_upload": r.upload is not None,
+                }
+                for r in rows
+            ],
+        }
+    )
 
 
 @api.get(f"/admin/queries/<int(max={MAX_ID}):query_id>/upload")

@@ -19,14 +19,30 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import (create_engine, delete,
-                        event, func, insert, make_url, select)
+from sqlalchemy import create_engine, delete, event, func, insert, make_url, select
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from retrieval.service.records import (ADDR_CHARS, LABEL_CHARS, MAX_BLOB_BYTES, PATH_CHARS, SPLIT_CHARS, UPLOAD_TYPES, Base,
-                                       ImageRecord, ImageRow, LabelRecord, QueryLogRecord, QueryLogRow, as_id,
-                                       as_utc, check_text, image_row, image_values, log_row)
+from retrieval.service.records import (
+    ADDR_CHARS,
+    LABEL_CHARS,
+    MAX_BLOB_BYTES,
+    PATH_CHARS,
+    SPLIT_CHARS,
+    UPLOAD_TYPES,
+    Base,
+    ImageRecord,
+    ImageRow,
+    LabelRecord,
+    QueryLogRecord,
+    QueryLogRow,
+    as_id,
+    as_utc,
+    check_text,
+    image_row,
+    image_values,
+    log_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +101,7 @@ class Store:
         out: dict[int, ImageRow] = {}
         with self._session() as s, s.begin():
             for start in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[start:start + _IN_CHUNK]
+                chunk = wanted[start : start + _IN_CHUNK]
                 for rec in s.scalars(select(ImageRecord).where(ImageRecord.id.in_(chunk))):
                     out[rec.id] = image_row(rec)
         return out
@@ -126,8 +142,11 @@ class Store:
             if s.get(LabelRecord, label) is None:
                 raise ValueError(f"unknown label {label!r}")
             pattern = ImageRecord.labels.contains(json.dumps(label), autoescape=True)
-            found = s.execute(select(ImageRecord.id, ImageRecord.labels, ImageRecord.code)
-                              .where(pattern).order_by(ImageRecord.id)).all()
+            found = s.execute(
+                select(ImageRecord.id, ImageRecord.labels, ImageRecord.code)
+                .where(pattern)
+                .order_by(ImageRecord.id)
+            ).all()
         found = [(i, c) for i, text, c in found if label in json.loads(text)]
         pick = np.random.default_rng(seed).permutation(len(found))[:n]
         pick.sort()
@@ -151,9 +170,18 @@ class Store:
                     return h.hexdigest()
                 last = page[-1][0]
 
-    def log_query(self, *, code: bytes, radius: int, k: int | None, result_ids: Sequence[int],
-                  upload: bytes | None, upload_type: str, remote_addr: str | None,
-                  created_at: datetime | None = None) -> int:
+    def log_query(
+        self,
+        *,
+        code: bytes,
+        radius: int,
+        k: int | None,
+        result_ids: Sequence[int],
+        upload: bytes | None,
+        upload_type: str,
+        remote_addr: str | None,
+        created_at: datetime | None = None,
+    ) -> int:
         """Record one query (uploaded bytes as received); returns the log row's id.
 
         ``created_at`` (timezone-aware) defaults to now; retention is judged by it.
@@ -162,14 +190,19 @@ class Store:
             raise ValueError(f"upload_type must be one of {UPLOAD_TYPES}; got {upload_type!r}")
         created_at = datetime.now(timezone.utc) if created_at is None else as_utc(created_at)
         if upload is not None and len(upload) > MAX_BLOB_BYTES:
-            raise ValueError(f"upload of {len(upload)} bytes is larger than the store's "
-                             f"{MAX_BLOB_BYTES}-byte limit")
+            raise ValueError(
+                f"upload of {len(upload)} bytes is larger than the store's {MAX_BLOB_BYTES}-byte limit"
+            )
         if remote_addr is not None:
             check_text("remote_addr", remote_addr, ADDR_CHARS)
         rec = QueryLogRecord(
-            created_at=created_at, code=bytes(code), radius=int(radius),
-            k=None if k is None else int(k), result_ids=json.dumps([int(i) for i in result_ids]),
-            upload=None if upload is None else bytes(upload), upload_type=upload_type,
+            created_at=created_at,
+            code=bytes(code),
+            radius=int(radius),
+            k=None if k is None else int(k),
+            result_ids=json.dumps([int(i) for i in result_ids]),
+            upload=None if upload is None else bytes(upload),
+            upload_type=upload_type,
             remote_addr=remote_addr,
         )
         with self._session() as s, s.begin():
@@ -255,5 +288,3 @@ def _check_rows(batch: list[ImageRow], known: set[str], width: int | None) -> in
         if len(row.code) != width or width == 0:
             raise ValueError(f"image {row.id} has a {len(row.code)}-byte code; expected {width} bytes")
     return width
-
-
