@@ -27,12 +27,20 @@ def read_log_store(db_url: str, limit: int = 100, offset: int = 0) -> list[Query
 
 
 def read_log_http(
-    server: str, token: str, limit: int = 100, offset: int = 0, *, uploads: bool = True, timeout: float = 30.0
+    server: str,
+    token: str,
+    limit: int = 100,
+    offset: int = 0,
+    *,
+    uploads: bool = True,
+    timeout: float = 30.0,
+    verify: bool | str = True,
 ) -> list[QueryLogRow]:
-    """Logged queries from a server's admin API (bearer token), with their uploads when asked."""
+    """Logged queries from a server's admin API (bearer token), with their uploads when asked;
+    ``verify``: an https:// server's certificate check (True or a CA bundle file)."""
     if not token:
         raise ValueError("an admin token is required to read the query log over HTTP")
-    api = ApiClient(server, timeout=timeout, token=token)
+    api = ApiClient(server, timeout=timeout, token=token, verify=verify)
     body = api.get_json("/api/admin/queries", limit=limit, offset=offset)
     where = f"{api.url}/api/admin/queries"
     if not isinstance(body.get("queries"), list):

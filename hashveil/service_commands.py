@@ -8,7 +8,7 @@ import time
 import click
 
 from hashveil.group import config_of, guard, main, metrics_text
-from retrieval.core.config import Config
+from retrieval.core.config import Config, ServerConfig
 
 
 def model_options(f):
@@ -123,13 +123,38 @@ def _serve(cfg: Config, threads: int = 8) -> None:
     mount_service_pages(app)
     faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
     click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
-    waitress.serve(
-        app,
-        host=cfg.server.host,
-        port=cfg.server.port,
-        threads=threads,
-        max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536,
+    click.echo(f"answering the host names {host_names(cfg.server)}")
+    waitress.serve(app, **waitress_options(cfg.server, threads))
+
+
+def host_names(server: ServerConfig) -> str:
+    """server.allowed_hosts in words, for the start-up line."""
+    from retrieval.websecurity import server_host_rule
+
+    rule = server_host_rule(server.host, server.allowed_hosts)
+    return ", ".join(rule.names) + (
+        " and IP addresses (list the names you serve in server.allowed_hosts)" if rule.any_ip else ""
     )
+
+
+def waitress_options(server: ServerConfig, threads: int = 8) -> dict:
+    """waitress.serve's keywords for ``[server]``: where to listen, and the proxy to trust."""
+    options = {
+        "host": server.host,
+        "port": server.port,
+        "threads": threads,
+        "max_request_body_size": int(server.max_upload_mb * 2**20) + 65536,
+    }
+    if server.trusted_proxy:  # behind a TLS-terminating proxy: its scheme, host and client address
+        options["trusted_proxy"] = server.trusted_proxy
+        options["trusted_proxy_headers"] = {
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-for",
+        }
+        options["clear_untrusted_proxy_headers"] = True
+    return options
 
 
 @main.command("prune-log")

@@ -1,4 +1,4 @@
-"""The user's and the auditor's verbs: protect, query, client, evaluate, audit."""
+"""The user's and the auditor's verbs: protect, query, evaluate, audit (the client app: client_command.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hashveil.group import config_of, guard, main
+from hashveil.group import ca_bundle_option, config_of, guard, main
 from retrieval.core.config import Config, override
 
 
@@ -42,10 +42,12 @@ def protection_options(f):
     return f
 
 
-def _privacy_config(ctx: click.Context, strength, eps, steps, method, variant, margin) -> Config:
+def _privacy_config(
+    ctx: click.Context, strength, eps, steps, method, variant, margin, ca_bundle=None
+) -> Config:
     from privacy.presets import apply_strength
 
-    cfg = config_of(ctx)
+    cfg = config_of(ctx, client={"ca_bundle": ca_bundle})
     try:
         preset = apply_strength(cfg.privacy, strength)  # flags given explicitly win over the preset
         return override(
@@ -68,7 +70,14 @@ def _protector(cfg: Config, server_url: str | None):
     from privacy.client import connect
 
     if server_url:
-        return guard(connect, server_url, cfg.privacy, cfg.work_dir / "client-cache", cfg.model.device)
+        return guard(
+            connect,
+            server_url,
+            cfg.privacy,
+            cfg.work_dir / "client-cache",
+            cfg.model.device,
+            verify=cfg.client.verify(),
+        )
     return guard(local_protector, cfg.work_dir / "model", cfg.db_url, cfg.privacy, cfg.model.device), None
 
 
@@ -79,6 +88,7 @@ def _protector(cfg: Config, server_url: str | None):
     "--out", "out_dir", type=click.Path(file_okay=False), help="output folder (default: beside each input)"
 )
 @click.option("--server", "server_url", help="use this server's model and anchors (default: the local ones)")
+@ca_bundle_option
 @click.option("--overwrite", is_flag=True, help="protect again files that already have an output")
 @click.pass_context
 def protect(
@@ -95,12 +105,13 @@ def protect(
     private,
     out_dir,
     server_url,
+    ca_bundle,
     overwrite,
 ) -> None:
     """Protect images (files or folders) before they go anywhere; writes NAME.protected.png."""
     from privacy.batch import protect_files
 
-    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
+    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin, ca_bundle)
     protector, _ = _protector(cfg, server_url)
     click.echo(
         "Outputs are PNG at the original resolution, EXIF orientation applied, and ALL metadata "
@@ -148,6 +159,7 @@ def protect(
 @protection_options
 @click.option("--radius", type=int, help="Hamming threshold, inclusive")
 @click.option("--k", type=int, help="at most k results")
+@ca_bundle_option
 @click.pass_context
 def query(
     ctx,
@@ -165,12 +177,13 @@ def query(
     private,
     radius,
     k,
+    ca_bundle,
 ) -> None:
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
     from privacy.client import query as run_query
     from retrieval.core.imaging import load_image, to_tensor
 
-    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
+    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin, ca_bundle)
     pixels = guard(lambda: to_tensor(load_image(image)))
     private_px = guard(lambda: to_tensor(load_image(private))) if private else None
     click.echo(
@@ -190,6 +203,7 @@ def query(
         radius=radius,
         k=k,
         device=cfg.model.device,
+        verify=cfg.client.verify(),
     )
     if p is not None:
         click.echo(
@@ -199,22 +213,6 @@ def query(
     click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
-
-
-@main.command()
-@click.option("--server", "server_url", required=True, help="the search server, e.g. http://127.0.0.1:5000")
-@click.option("--port", type=int, default=5001, show_default=True, help="local port of the client app")
-@click.pass_context
-def client(ctx, server_url: str, port: int) -> None:
-    """The privacy client as a local web app (localhost only): protect, then send only the protected image."""
-    import waitress
-
-    from webui.client import create_client_app
-
-    cfg = config_of(ctx)
-    app = guard(create_client_app, server_url, cfg)
-    click.echo(f"hashveil privacy client on http://127.0.0.1:{port}/ for {server_url}  (Ctrl+C stops it)")
-    waitress.serve(app, host="127.0.0.1", port=port, threads=4)
 
 
 @main.command()
@@ -257,6 +255,7 @@ def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -
 @main.command()
 @click.option("--server", "server_url", help="read the query log from this server's admin API")
 @click.option("--token", envvar="HASHVEIL_ADMIN_TOKEN", help="admin token (or HASHVEIL_ADMIN_TOKEN)")
+@ca_bundle_option
 @click.option("--db-url", help="read the query log from this database (default: the config's)")
 @click.option("--limit", type=int, default=100, show_default=True, help="newest N logged queries")
 @click.option(
@@ -274,14 +273,14 @@ def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -
 )
 @click.pass_context
 def audit(
-    ctx, server_url, token, db_url, limit, labels_file, original, sent, radius, json_out, html_out
+    ctx, server_url, token, ca_bundle, db_url, limit, labels_file, original, sent, radius, json_out, html_out
 ) -> None:
     """What an attacker holding the server's query log learns (or compare --original with --sent)."""
     from audit import logs, replay, report, report_html
     from retrieval.core.imaging import load_image, to_tensor
     from retrieval.service.search import open_searcher
 
-    cfg = config_of(ctx)
+    cfg = config_of(ctx, client={"ca_bundle": ca_bundle})
     searcher = guard(open_searcher, cfg)
     if bool(original) != bool(sent):
         raise click.UsageError("--original and --sent go together")
@@ -293,7 +292,7 @@ def audit(
         if server_url and not token:
             raise click.UsageError("--server needs --token (or HASHVEIL_ADMIN_TOKEN)")
         rows = (
-            guard(logs.read_log_http, server_url, token, limit=limit)
+            guard(logs.read_log_http, server_url, token, limit=limit, verify=cfg.client.verify())
             if server_url
             else guard(logs.read_log_store, db_url or cfg.db_url, limit=limit)
         )

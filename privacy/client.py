@@ -144,10 +144,13 @@ class Protector:
 
 
 def connect(
-    server_url: str, cfg: PrivacyConfig, cache_dir: Path, device: str = "cpu"
+    server_url: str, cfg: PrivacyConfig, cache_dir: Path, device: str = "cpu", *, verify: bool | str = True
 ) -> tuple[Protector, RemoteService]:
-    """A Protector on a server's model (downloaded once, sha256-checked) and anchors (codes only)."""
-    server = RemoteService(server_url)
+    """A Protector on a server's model (downloaded once, sha256-checked) and anchors (codes only).
+
+    ``verify``: an https:// server's certificate check, True or a CA bundle file (requests').
+    """
+    server = RemoteService(server_url, verify=verify)
     model, _ = server.model(cache_dir, device)
     return Protector(model, cfg, lambda l: server.anchors(l, cfg.n_anchor, cfg.seed), server.labels()), server
 
@@ -164,6 +167,7 @@ def query(
     radius: int | None = None,
     k: int | None = None,
     device: str = "cpu",
+    verify: bool | str = True,
 ) -> tuple[dict, Protected | None]:
     """Query a server with ``image`` (3, H, W) in [0, 1]; the protection runs on ``device``.
 
@@ -171,7 +175,7 @@ def query(
     is sent as it is (to compare). Returns the server's answer and the protection report.
     """
     if cfg is None:
-        return RemoteService(server_url).search(to_png(image), radius=radius, k=k), None
-    protector, server = connect(server_url, cfg, cache_dir, device)
+        return RemoteService(server_url, verify=verify).search(to_png(image), radius=radius, k=k), None
+    protector, server = connect(server_url, cfg, cache_dir, device, verify=verify)
     protected = protector.protect(image, mode, target_label=target_label, private=private)
     return server.search(protected.png(), radius=radius, k=k), protected

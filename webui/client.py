@@ -31,9 +31,11 @@ from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, t
 from retrieval.core.model import HashNet
 from retrieval.core.params import parse_int
 from retrieval.core.votes import majority_label
+from retrieval.websecurity import LOOPBACK_NAMES, HostRule, secure_app
 from webui.assets import register_assets
 from webui.imagery import perturbation_png
 from webui.jobs import Busy, Job, JobRunner
+from webui.launch import install_token
 
 client_pages = Blueprint("client", __name__)
 
@@ -43,10 +45,16 @@ RESULT_THUMB = 96
 
 
 def create_client_app(server_url: str, cfg: Config) -> Flask:
-    """The local privacy client for the search server at ``server_url`` (http or https)."""
+    """The local privacy client for the search server at ``server_url`` (http, or https checked
+    against ``cfg.client.ca_bundle``); it answers only loopback names on its own port, and only
+    requests with this launch's token (:func:`webui.launch.launch_url` is the URL to print)."""
     app = Flask(__name__, static_folder=None, template_folder=None)  # webui_assets serves both
     app.config["MAX_CONTENT_LENGTH"] = int(2 * cfg.server.max_upload_mb * 2**20) + 65536  # image + private
-    app.extensions["hashveil_client"] = ClientState(RemoteService(server_url), cfg)
+    hint = "open the URL that `hashveil client` printed (http://127.0.0.1:PORT/?token=...)"
+    secure_app(app, HostRule(LOOPBACK_NAMES, own_port=True, hint=hint))
+    install_token(app)
+    server = RemoteService(server_url, verify=cfg.client.verify())
+    app.extensions["hashveil_client"] = ClientState(server, cfg)
     register_assets(app)
     app.register_blueprint(client_pages)
     app.register_error_handler(HTTPException, _http_error)

@@ -40,8 +40,7 @@ def mount_service_pages(app: Flask) -> None:
     """Add the search page (/) and the attacker's view (/admin) to the API's app."""
     if not app.secret_key:
         app.secret_key = os.urandom(32)  # sessions end when the server restarts
-    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
-        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"  # the admin's session: never sent cross-site
     register_assets(app)
     app.register_blueprint(pages)
 

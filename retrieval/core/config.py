@@ -119,9 +119,19 @@ class ServerConfig:
     # long enough to investigate abuse or a user's report about last week, short enough that
     # uploads, the thing the privacy layer guards, do not pile up for ever.
     log_retention_days: int = 30
+    # Host names answered besides the loopback names (DNS rebinding, Host-header attacks); () with a
+    # host that is not loopback also answers IP addresses (retrieval.websecurity.server_host_rule).
+    allowed_hosts: tuple[str, ...] = ()
+    # Address of a TLS-terminating proxy whose X-Forwarded-Proto/-Host/-For/-Port waitress trusts.
+    trusted_proxy: str = ""
 
     def __post_init__(self) -> None:
         _int_range("server.port", self.port, 0, 65535)
+        for name in self.allowed_hosts:
+            if not re.fullmatch(r"\*|\.?[A-Za-z0-9_.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?", name):
+                raise ValueError(
+                    f"server.allowed_hosts entries must be host names, host:port, [ipv6] or *; got {name!r}"
+                )
         _int_range("server.log_retention_days", self.log_retention_days, 0, 36500)
         if not 0 < self.max_upload_mb <= 4096:
             raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")
@@ -156,6 +166,21 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class ClientConfig:
+    """The user's side talking to a server: ``hashveil client``, ``query`` and ``protect --server``."""
+
+    port: int = 5001  # the local client app's port on 127.0.0.1 (0 = any free port)
+    ca_bundle: str = ""  # CA certificates (PEM) that sign an https:// server's; "" = requests' bundle
+
+    def __post_init__(self) -> None:
+        _int_range("client.port", self.port, 0, 65535)
+
+    def verify(self) -> bool | str:
+        """requests' ``verify``: the CA bundle file, or True for the default bundle."""
+        return self.ca_bundle or True
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -164,6 +189,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
 
     @property
     def work_dir(self) -> Path:
@@ -194,9 +220,11 @@ def load_config(path: str | Path | None = None) -> Config:
     with path.open("rb") as f:
         raw = tomllib.load(f)
     cfg = from_dict(raw)
-    work = cfg.paths.work_dir
-    if not work.is_absolute():
-        cfg = override(cfg, paths={"work_dir": path.resolve().parent / work})
+    here = path.resolve().parent
+    if not cfg.paths.work_dir.is_absolute():
+        cfg = override(cfg, paths={"work_dir": here / cfg.paths.work_dir})
+    if cfg.client.ca_bundle and not Path(cfg.client.ca_bundle).is_absolute():
+        cfg = override(cfg, client={"ca_bundle": str(here / cfg.client.ca_bundle)})
     return cfg
 
 
@@ -216,6 +244,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
@@ -259,6 +289,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{name} must be a list of strings; got {value!r}")
+        return tuple(value)
     if type(value) is not type(default):
         raise TypeError(f"{name} must be {type(default).__name__}; got {value!r}")
     return value
