@@ -90,15 +90,24 @@ def build_index(
         verb = "already complete, skipped" if done.skipped else f"hashed in {done.hash_seconds:.1f} s"
         click.echo(f"shard {index}/{count}: {done.images} images {verb} -> {done.path}")
         return
-    if merge or shards.shards_complete(cfg):
+    if merge or guard(shards.shards_complete, cfg):
         result = guard(shards.merge_shards, cfg)
-        click.echo(f"merged the shards in {shards.shard_dir(cfg)}")
-    else:
-        result = guard(run_build, cfg, use_cache=not no_cache)
+        m = result.manifest
+        where = m.milvus_collection if m.index_backend == "milvus" else shards.shard_dir(cfg)
+        click.echo(f"merged the shards in {where}")
+        click.echo(f"indexed {result.images} images ({result.total_seconds:.1f} s) into {_index_of(cfg, m)}")
+        return
+    result = guard(run_build, cfg, use_cache=not no_cache)
     click.echo(
         f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
-        f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}"
+        f"{result.total_seconds:.1f} s in all) into {_index_of(cfg, result.manifest)}"
     )
+
+
+def _index_of(cfg: Config, m) -> str:
+    if m.index_backend == "milvus":
+        return f"Milvus collection {m.milvus_collection} at {m.milvus_uri} (manifest in {cfg.work_dir / 'index'})"
+    return str(cfg.work_dir / "index")
 
 
 @main.command()

@@ -93,7 +93,7 @@ def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
                 "launch": launch,
                 "client_http": client,
                 "recorder": recorder,
-                "store": app.extensions["hashveil"]["searcher"].store,
+                "store": app.extensions["hashveil"]["searcher"].current().store,
             }
         finally:
             stop(proc)

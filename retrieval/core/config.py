@@ -96,9 +96,10 @@ class IndexConfig:
                 f"index.kind must be 'flat' with backend 'milvus' (BIN_FLAT, the exact "
                 f"Milvus index for binary codes); got {self.kind!r}"
             )
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.milvus_collection):
+        # at most 200 characters: builds name their collections <this>_<generation> (Milvus: 255)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,199}", self.milvus_collection):
             raise ValueError(
-                f"index.milvus_collection must be letters, digits and underscores, "
+                f"index.milvus_collection must be at most 200 letters, digits and underscores, "
                 f"not starting with a digit; got {self.milvus_collection!r}"
             )
 
@@ -124,6 +125,8 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()
     # Address of a TLS-terminating proxy whose X-Forwarded-Proto/-Host/-For/-Port waitress trusts.
     trusted_proxy: str = ""
+    # How often (seconds) a running server looks for a new build's manifest; 0 = never.
+    reload_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         _int_range("server.port", self.port, 0, 65535)
@@ -132,6 +135,8 @@ class ServerConfig:
                 raise ValueError(
                     f"server.allowed_hosts entries must be host names, host:port, [ipv6] or *; got {name!r}"
                 )
+        if not 0 <= self.reload_seconds <= 86400:
+            raise ValueError(f"server.reload_seconds must be in [0, 86400]; got {self.reload_seconds!r}")
         _int_range("server.log_retention_days", self.log_retention_days, 0, 36500)
         if not 0 < self.max_upload_mb <= 4096:
             raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")

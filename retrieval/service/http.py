@@ -3,6 +3,8 @@ parameters, and the one admin check.
 
 ``create_app`` attaches the config, the searcher and the query log to the Flask app; routes reach
 them through :func:`current_config`, :func:`current_searcher` and :func:`current_query_log`, never by string keys.
+The searcher is a :class:`LiveSearcher`: a route that calls :func:`current_searcher` once gets one
+consistent set (model, index, store) for its whole request, even while a new build is swapped in.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from flask import Flask, abort, current_app, request, session
 from retrieval.core.config import Config
 from retrieval.core.params import parse_int
 from retrieval.service.querylog import QueryLog
+from retrieval.service.reload import LiveSearcher
 from retrieval.service.search import Searcher
 
 _PARTS = "hashveil"
 
 
-def attach(app: Flask, cfg: Config, searcher: Searcher, query_log: QueryLog) -> None:
+def attach(app: Flask, cfg: Config, searcher: LiveSearcher, query_log: QueryLog) -> None:
     app.extensions[_PARTS] = {"config": cfg, "searcher": searcher, "query_log": query_log}
 
 
@@ -30,7 +33,8 @@ def current_config() -> Config:
 
 
 def current_searcher() -> Searcher:
-    return current_app.extensions[_PARTS]["searcher"]
+    """The set to answer this request with (call it once per request)."""
+    return current_app.extensions[_PARTS]["searcher"].current()
 
 
 def current_query_log() -> QueryLog:

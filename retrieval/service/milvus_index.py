@@ -13,6 +13,12 @@ by id range until every piece holds fewer: large radii cost more calls but are n
 Every result list is sorted by (distance, id), so ties are broken by id exactly as in
 BinaryIndex, and results are identical to its flat kind (tests/test_milvus.py).
 
+Consistency: scans and counts read at the collection's level, Strong (everything written
+before them); searches read at Session level, which sees this process's own writes and, in a
+server, everything the Strong fingerprint check at open saw. A served collection is never
+written again (builds write a new one, see index_builder.backends), so Session searches are
+exact; on a Milvus server they skip Strong's wait for the next time tick (~250 ms a search).
+
 pymilvus is imported on first use, so FAISS users need not install it.
 """
 
@@ -35,6 +41,7 @@ TOPK_CAP = 16384  # Milvus's largest limit (topk) per query
 _QUERY_BATCH = 64  # queries per search call: at most 64 * TOPK_CAP hits in one reply
 _INSERT_BATCH = 20_000
 _ID, _CODE = "id", "code"
+_SEARCH_CONSISTENCY = "Session"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
@@ -50,6 +57,7 @@ class MilvusIndex(HammingSearch):
         self.collection = collection
         self.hash_bits = check_bits(hash_bits)
         self._bounds: tuple[int, int] | None = None  # (min id, max id), for splitting full pages
+        self._count: int | None = None  # ntotal; only this object writes while it is open
 
     @classmethod
     def create(
@@ -98,18 +106,38 @@ class MilvusIndex(HammingSearch):
         client.load_collection(collection)
         return out
 
+    @classmethod
+    def open_or_create(cls, uri: str, collection: str, hash_bits: int, *, token: str = "") -> "MilvusIndex":
+        """The collection, created if missing; several processes may race to create it."""
+        try:
+            return cls.create(uri, collection, hash_bits, token=token)
+        except Exception:  # it exists, or another process created it first (a MilvusException)
+            index = cls.open(uri, collection, token=token)
+        if index.hash_bits != hash_bits:
+            index.close()
+            raise ValueError(
+                f"Milvus collection {collection!r} holds {index.hash_bits}-bit codes, not {hash_bits}"
+            )
+        return index
+
     @property
     def ntotal(self) -> int:
-        rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        if self._count is None:
+            rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+            self._count = int(rows[0]["count(*)"])
+        return self._count
 
-    def ids(self) -> np.ndarray:
-        """All stored ids in ascending order (Milvus keeps no insertion order). Shape: (ntotal,)."""
-        return self._scan(with_codes=False)[0]
+    def ids(self, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+        """Stored ids (with ``lo <= id <= hi`` when given) in ascending order. Shape: (m,)."""
+        return self._scan(with_codes=False, bounds=None if lo is None else (int(lo), int(hi)))[0]
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, code) in id order. Shape: (ntotal,) int64 and (ntotal, K/8) uint8."""
+        return self._scan(with_codes=True)
 
     def fingerprint(self) -> str:
         """sha256 over every (id, code) in id order, byte for byte as Store.fingerprint makes it."""
-        ids, codes = self._scan(with_codes=True)
+        ids, codes = self.items()
         h = hashlib.sha256()
         width = codes.shape[1].to_bytes(4, "little")
         for image_id, code in zip(ids.tolist(), codes):
@@ -120,19 +148,36 @@ class MilvusIndex(HammingSearch):
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         """Add codes under the given ids; ids must be new and unique (Milvus would keep both)."""
         codes, ids = self._check_new(codes, ids)
-        for start in range(0, len(ids), _INSERT_BATCH):
-            stop = start + _INSERT_BATCH
-            self._client.insert(
-                self.collection,
-                [{_ID: i, _CODE: c.tobytes()} for i, c in zip(ids[start:stop].tolist(), codes[start:stop])],
-            )
-        self._client.flush(self.collection)
-        self._bounds = None
+        self._write(self._client.insert, codes, ids)
         log.info("added %d codes to Milvus collection %s", len(ids), self.collection)
+
+    def upsert(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Write codes under unique ids, replacing rows with the same id: safe to repeat.
+
+        For shard builds that may run twice over the same ids; a served collection is never upserted.
+        """
+        codes = self._check_codes(codes)
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape != (codes.shape[0],) or np.unique(ids).size != ids.size:
+            raise ValueError(f"ids must be {codes.shape[0]} unique ints; got shape {ids.shape}")
+        self._write(self._client.upsert, codes, ids)
+
+    def flush(self) -> None:
+        """Seal what was written into persisted segments: a build's last step (seconds on a server)."""
+        self._client.flush(self.collection)
 
     def close(self) -> None:
         """Release the connection (and, for Milvus Lite, the file)."""
         self._client.close()
+
+    def _write(self, call, codes: np.ndarray, ids: np.ndarray) -> None:
+        for start in range(0, len(ids), _INSERT_BATCH):
+            stop = start + _INSERT_BATCH
+            call(
+                self.collection,
+                [{_ID: i, _CODE: c.tobytes()} for i, c in zip(ids[start:stop].tolist(), codes[start:stop])],
+            )
+        self._bounds = self._count = None
 
     # Milvus mechanics below
 
@@ -153,6 +198,7 @@ class MilvusIndex(HammingSearch):
                 filter=where,
                 output_fields=[],
                 search_params={"metric_type": "HAMMING", "params": params},
+                consistency_level=_SEARCH_CONSISTENCY,
             )
             for found in hits:
                 out.append(
@@ -201,11 +247,14 @@ class MilvusIndex(HammingSearch):
             self._bounds = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
         return self._bounds
 
-    def _scan(self, *, with_codes: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Every (id, code) row, sorted by id. Shape: (n,) int64 and (n, K/8) uint8."""
+    def _scan(
+        self, *, with_codes: bool, bounds: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, code) row (lo <= id <= hi with bounds), sorted by id. Shape: (n,) int64, (n, K/8) uint8."""
         fields = [_ID, _CODE] if with_codes else [_ID]
+        where = "" if bounds is None else f"{_ID} >= {bounds[0]} and {_ID} <= {bounds[1]}"
         it = self._client.query_iterator(
-            self.collection, batch_size=TOPK_CAP, filter="", output_fields=fields
+            self.collection, batch_size=TOPK_CAP, filter=where, output_fields=fields
         )
         ids, codes = [], []
         try:
@@ -255,8 +304,32 @@ class _QuietMvcc(logging.Filter):
         return "mvccTs" not in record.getMessage()
 
 
+def list_collections(uri: str, *, token: str = "") -> list[str]:
+    """Names of the collections at ``uri``."""
+    client = _client(uri, token)
+    try:
+        return sorted(client.list_collections())
+    finally:
+        client.close()
+
+
+def drop_collection(uri: str, collection: str, *, token: str = "") -> None:
+    """Drop one collection (nothing happens when there is none)."""
+    client = _connect(uri, token, collection)
+    try:
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+            log.info("dropped Milvus collection %s at %s", collection, uri)
+    finally:
+        client.close()
+
+
 def _connect(uri: str, token: str, collection: str):
     check_collection_name(collection)
+    return _client(uri, token)
+
+
+def _client(uri: str, token: str):
     try:
         from pymilvus import MilvusClient
     except ImportError:

@@ -39,6 +39,7 @@ from retrieval.service.http import (
     require_admin,
 )
 from retrieval.service.querylog import QueryLog
+from retrieval.service.reload import LiveSearcher
 from retrieval.service.search import Hit, Searcher, open_searcher
 from retrieval.websecurity import secure_app, server_host_rule
 
@@ -57,7 +58,7 @@ def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg.server.max_upload_mb * 1024 * 1024)
     qlog = QueryLog(searcher.store, cfg.server.log_retention_days)
-    attach(app, cfg, searcher, qlog)
+    attach(app, cfg, LiveSearcher(cfg, searcher), qlog)  # switches to new builds as they complete
     secure_app(app, server_host_rule(cfg.server.host, cfg.server.allowed_hosts))
     qlog.prune()  # rows past their retention go at start, then at most hourly while serving
     app.register_blueprint(api)
