@@ -11,7 +11,8 @@ server c mod N, as a round-robin reverse proxy would spread them. Each client lo
 /api/search (a share of image uploads, the rest code queries at radius 2) until the time is up.
 
 Prints, per setup: requests/s, p50/p99 latency (all, uploads, codes), errors (non-2xx or
-exceptions) and the query-log rows the store gained against the searches answered.
+exceptions), the query-log rows the store gained against the searches answered, and the
+machine's 1-minute load average at the end (other jobs on the machine disturb the timings).
 
     python benchmarks/scaleout.py [--config config.toml] [--servers 2] [--clients 32] [--duration 20]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import random
 import shutil
 import tempfile
@@ -139,7 +141,7 @@ def _row(name: str, servers: int, threads: int, out: list[Outcome], wall: float,
     answered = sum(o.ok for o in out)
     return (
         f"| {name} | {servers} x {threads} | {len(out) / wall:.1f} | {pct(None)} | {pct('image')} | "
-        f"{pct('code')} | {len(out) - answered} | {logged} / {answered} |"
+        f"{pct('code')} | {len(out) - answered} | {logged} / {answered} | {os.getloadavg()[0]:.1f} |"
     )
 
 
@@ -176,9 +178,10 @@ def main() -> None:
                 f"{args.clients} clients, {args.duration:.0f} s per setup, {args.image_share:.0%} image uploads"
             )
             print(
-                "| setup | servers x threads | req/s | p50 / p99 ms | uploads p50 / p99 | codes p50 / p99 | errors | log rows / answers |"
+                "| setup | servers x threads | req/s | p50 / p99 ms | uploads p50 / p99 | codes p50 / p99 "
+                "| errors | log rows / answers | load avg |"
             )
-            print("|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|")
             print(run_setup("FAISS + SQLite", local, 1, args.threads, args, uploads))
             print(run_setup("Milvus server + PostgreSQL", shared, 1, args.threads, args, uploads))
             print(run_setup("Milvus server + PostgreSQL", shared, args.servers, args.threads, args, uploads))

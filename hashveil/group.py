@@ -65,7 +65,7 @@ def guard(fn, *args, **kw):
     """Run a library call, turning the errors users can fix into a one-line message."""
     try:
         return fn(*args, **kw)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, ConnectionError) as e:  # not a traceback
         raise click.ClickException(str(e)) from None
     except requests.RequestException as e:  # refused, timed out, an untrusted TLS certificate
         raise click.ClickException(f"cannot reach the server: {e}") from None

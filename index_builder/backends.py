@@ -29,13 +29,13 @@ from retrieval.core.config import IndexConfig
 from retrieval.core.model import file_sha256
 from retrieval.service.index import BinaryIndex
 from retrieval.service.manifest import MANIFEST_FILE, read_manifest
-from retrieval.service.milvus_index import (
-    MilvusIndex,
+from retrieval.service.milvus_client import (
     check_collection_name,
     drop_collection,
     list_collections,
     resolve_uri,
 )
+from retrieval.service.milvus_index import MilvusIndex
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import numpy as np
 from index_builder.backends import (
     IndexRecord,
     drop_stale_generations,
+    is_generation,
     served_collections,
     write_index,
 )
@@ -31,6 +32,7 @@ from index_builder.splits import make_splits
 from retrieval.core.config import Config
 from retrieval.core.model import HashNet, ModelCard, load_checkpoint, read_card, resolve_device
 from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, write_manifest
+from retrieval.service.milvus_client import resolve_uri
 from retrieval.service.records import ImageRow
 from retrieval.service.store import Store
 
@@ -190,9 +192,14 @@ def index_is_current(cfg: Config) -> bool:
         card = read_card(cfg.work_dir / "model")
     except (FileNotFoundError, ValueError):
         return False
+    same_milvus = cfg.index.backend != "milvus" or (
+        manifest.milvus_uri == resolve_uri(cfg.index.milvus_uri, cfg.work_dir)
+        and is_generation(cfg.index.milvus_collection, manifest.milvus_collection)
+    )
     return (
         manifest.model_sha256 == card.sha256
         and manifest.index_kind == cfg.index.kind
         and manifest.index_backend == cfg.index.backend
         and manifest.db_url == cfg.db_url
+        and same_milvus
     )

@@ -23,7 +23,8 @@ from index_builder.imagelist import ImageList
 from retrieval.core.config import Config
 from retrieval.core.model import ModelCard, load_checkpoint, read_card
 from retrieval.service.manifest import MANIFEST_FILE
-from retrieval.service.milvus_index import MilvusIndex, resolve_uri
+from retrieval.service.milvus_client import resolve_uri
+from retrieval.service.milvus_index import MilvusIndex
 
 log = logging.getLogger(__name__)
 

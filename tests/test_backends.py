@@ -17,7 +17,7 @@ import pytest
 from retrieval.core.codes import SUPPORTED_BITS, hamming
 from retrieval.service.backend import HammingSearch
 from retrieval.service.index import BinaryIndex
-from retrieval.service.milvus_index import drop_collection
+from retrieval.service.milvus_client import drop_collection
 from testkit.codes import brute, clustered_codes, scattered_ids
 
 _names = itertools.count()

@@ -15,7 +15,8 @@ from retrieval.core.codes import hamming
 from retrieval.core.config import override
 from retrieval.service import milvus_index
 from retrieval.service.index import BinaryIndex
-from retrieval.service.milvus_index import MilvusIndex, resolve_uri
+from retrieval.service.milvus_client import resolve_uri
+from retrieval.service.milvus_index import MilvusIndex
 from testkit.codes import clustered_codes, scattered_ids
 
 
@@ -160,9 +161,9 @@ def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path, reques
 @pytest.mark.slow
 def test_each_build_writes_a_new_collection_and_drops_the_one_before_last(tiny_trained, tmp_path) -> None:
     """A build never writes the collection a server reads; the previous one outlives the next build."""
-    from index_builder.build import build_index
+    from index_builder.build import build_index, index_is_current
     from retrieval.service.manifest import read_manifest
-    from retrieval.service.milvus_index import list_collections
+    from retrieval.service.milvus_client import list_collections
 
     cfg = _milvus_twin(tiny_trained[0], tmp_path, "", "gen")
     uri = resolve_uri("", cfg.work_dir)
@@ -175,6 +176,9 @@ def test_each_build_writes_a_new_collection_and_drops_the_one_before_last(tiny_t
         assert open_searcher_ids(cfg) == 200
     assert len(set(names)) == 3
     assert list_collections(uri) == sorted(["gen_other_data", names[1], names[2]])
+    assert index_is_current(cfg)  # `hashveil demo` reuses it, unless the config names another collection
+    assert not index_is_current(override(cfg, index={"milvus_collection": "gen_other"}))
+    assert not index_is_current(override(cfg, index={"milvus_uri": "http://127.0.0.1:19530"}))
 
 
 def open_searcher_ids(cfg) -> int:
@@ -185,3 +189,22 @@ def open_searcher_ids(cfg) -> int:
         return searcher.index.ntotal
     finally:
         searcher.index.close()
+
+
+def test_an_unreachable_milvus_is_one_clear_line(untrained_cfg, tmp_path, monkeypatch) -> None:
+    import pymilvus
+    from click.testing import CliRunner
+
+    from hashveil.cli import main
+    from testkit.data import write_config
+
+    def refuse(**kw):
+        raise pymilvus.MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:9")
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", refuse)
+    cfg = override(untrained_cfg, index={"backend": "milvus", "milvus_uri": "http://127.0.0.1:9"})
+    out = CliRunner().invoke(main, ["--config", str(write_config(tmp_path / "c.toml", cfg)), "build-index"])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert out.output.strip().splitlines()[-1] == (
+        "Error: cannot connect to Milvus at http://127.0.0.1:9: Fail connecting to server on 127.0.0.1:9"
+    )

@@ -17,7 +17,8 @@ from retrieval.core.config import override
 from retrieval.core.imaging import load_image, to_tensor
 from retrieval.core.model import load_checkpoint
 from retrieval.service.manifest import read_manifest
-from retrieval.service.milvus_index import MilvusIndex, list_collections
+from retrieval.service.milvus_client import list_collections
+from retrieval.service.milvus_index import MilvusIndex
 from retrieval.service.search import open_searcher
 from testkit.codes import brute
 from testkit.data import write_config

@@ -25,7 +25,7 @@ from retrieval.core.config import Config, override
 from retrieval.core.imaging import load_image, to_tensor
 from retrieval.core.model import load_checkpoint
 from retrieval.service.manifest import read_manifest
-from retrieval.service.milvus_index import list_collections
+from retrieval.service.milvus_client import list_collections
 from retrieval.service.store import Store
 from testkit.codes import brute
 from testkit.data import save_untrained_model, tiny_config, write_config

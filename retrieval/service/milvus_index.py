@@ -13,27 +13,25 @@ by id range until every piece holds fewer: large radii cost more calls but are n
 Every result list is sorted by (distance, id), so ties are broken by id exactly as in
 BinaryIndex, and results are identical to its flat kind (tests/test_milvus.py).
 
-Consistency: scans and counts read at the collection's level, Strong (everything written
-before them); searches read at Session level, which sees this process's own writes and, in a
-server, everything the Strong fingerprint check at open saw. A served collection is never
-written again (builds write a new one, see index_builder.backends), so Session searches are
-exact; on a Milvus server they skip Strong's wait for the next time tick (~250 ms a search).
+Consistency: scans and counts read at Strong level (the collection's); searches at Session
+level, which sees this process's writes and what the Strong fingerprint check at open saw. A
+served collection is never written again (index_builder.backends), so that is exact, without
+Strong's wait for the server's next time tick (200 ms apart by default) on every search.
 
-pymilvus is imported on first use, so FAISS users need not install it.
+pymilvus is imported on first use (retrieval.service.milvus_client), so FAISS users need not
+install it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import warnings
-from pathlib import Path
 
 import numpy as np
 
 from retrieval.core.codes import check_bits
 from retrieval.service.backend import HammingSearch, Results
+from retrieval.service.milvus_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,6 @@ _QUERY_BATCH = 64  # queries per search call: at most 64 * TOPK_CAP hits in one 
 _INSERT_BATCH = 20_000
 _ID, _CODE = "id", "code"
 _SEARCH_CONSISTENCY = "Session"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
 class MilvusIndex(HammingSearch):
@@ -65,7 +62,7 @@ class MilvusIndex(HammingSearch):
     ) -> "MilvusIndex":
         """An empty collection; with ``replace`` an existing one of that name is dropped first."""
         check_bits(hash_bits)
-        client = _connect(uri, token, collection)
+        client = connect(uri, token, collection)
         from pymilvus import DataType
 
         if client.has_collection(collection):
@@ -85,7 +82,7 @@ class MilvusIndex(HammingSearch):
     @classmethod
     def open(cls, uri: str, collection: str, *, token: str = "") -> "MilvusIndex":
         """An existing collection written by :meth:`create`; ValueError says what is wrong with it."""
-        client = _connect(uri, token, collection)
+        client = connect(uri, token, collection)
         from pymilvus import DataType
 
         if not client.has_collection(collection):
@@ -109,6 +106,7 @@ class MilvusIndex(HammingSearch):
     @classmethod
     def open_or_create(cls, uri: str, collection: str, hash_bits: int, *, token: str = "") -> "MilvusIndex":
         """The collection, created if missing; several processes may race to create it."""
+        check_bits(hash_bits)
         try:
             return cls.create(uri, collection, hash_bits, token=token)
         except Exception:  # it exists, or another process created it first (a MilvusException)
@@ -271,76 +269,6 @@ class MilvusIndex(HammingSearch):
         return ids_arr[order], (codes_arr[order] if with_codes else codes_arr)
 
 
-def resolve_uri(uri: str, work_dir: Path) -> str:
-    """Config's milvus_uri -> a client uri: "" = a Milvus Lite file in work_dir/index; a relative
-    ``*.db`` path is relative to work_dir; ``http(s)://`` (a server or cluster) is kept as it is."""
-    if "://" in uri:
-        if not uri.startswith(("http://", "https://")):
-            raise ValueError(f"milvus_uri must be http(s)://host:port or a local *.db path; got {uri!r}")
-        return uri
-    path = Path(uri) if uri else Path("index") / "codes.milvus.db"
-    if path.suffix != ".db":
-        raise ValueError(f"a Milvus Lite path must end in .db; got {uri!r}")
-    return str(path if path.is_absolute() else (Path(work_dir) / path).resolve())
-
-
-def check_collection_name(name: str) -> str:
-    """Milvus's rule: a letter or underscore, then letters, digits or underscores (255 at most)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"Milvus collection name must match {_NAME.pattern}; got {name!r}")
-    return name
-
-
 def _row_code(value) -> bytes:
     """pymilvus returns a BINARY_VECTOR as bytes, or as a list holding one bytes object."""
     return bytes(value[0]) if isinstance(value, list) else bytes(value)
-
-
-class _QuietMvcc(logging.Filter):
-    """Drops pymilvus's warning that Milvus Lite gives its iterators no server timestamp:
-    harmless here, as every collection is created with Strong consistency."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "mvccTs" not in record.getMessage()
-
-
-def list_collections(uri: str, *, token: str = "") -> list[str]:
-    """Names of the collections at ``uri``."""
-    client = _client(uri, token)
-    try:
-        return sorted(client.list_collections())
-    finally:
-        client.close()
-
-
-def drop_collection(uri: str, collection: str, *, token: str = "") -> None:
-    """Drop one collection (nothing happens when there is none)."""
-    client = _connect(uri, token, collection)
-    try:
-        if client.has_collection(collection):
-            client.drop_collection(collection)
-            log.info("dropped Milvus collection %s at %s", collection, uri)
-    finally:
-        client.close()
-
-
-def _connect(uri: str, token: str, collection: str):
-    check_collection_name(collection)
-    return _client(uri, token)
-
-
-def _client(uri: str, token: str):
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise ModuleNotFoundError(
-            "index backend 'milvus' needs pymilvus and milvus-lite: pip install 'hashveil[milvus]'"
-        ) from None
-    if "://" not in uri:
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    iterator_log = logging.getLogger("pymilvus.orm.iterator")
-    if _QuietMvcc not in map(type, iterator_log.filters):
-        iterator_log.addFilter(_QuietMvcc())
-    with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, which warns
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        return MilvusClient(uri=uri, token=token)
