@@ -22,10 +22,10 @@ class FakeSearcher(SimpleNamespace):
 
 
 def _searcher(name: str, url: str = "sqlite:///a.db") -> FakeSearcher:
-    closed = threading.Event()
+    closed, store_closed = threading.Event(), threading.Event()
     return FakeSearcher(
         name=name,
-        store=SimpleNamespace(url=url),
+        store=SimpleNamespace(url=url, close=store_closed.set, closed=store_closed),
         index=SimpleNamespace(ntotal=1, close=closed.set, closed=closed),
     )
 
@@ -71,6 +71,11 @@ def test_switches_to_a_new_verified_build_and_retires_the_old(cfg, monkeypatch) 
     live.wait_idle()
     assert _poll(live) is new and opened == [cfg] and live.reloads == 1
     assert old.index.closed.wait(5)  # the old set's connections are closed once it is retired
+    assert not old.store.closed.is_set()  # but not the first store: the query log writes to it
+    newer = _searcher("newer")
+    live._opener = lambda c: newer
+    _touch(cfg, "v3")
+    assert _poll(live) is newer and new.index.closed.wait(5) and new.store.closed.wait(5)
 
 
 def test_keeps_the_old_set_while_a_build_runs_or_a_new_one_fails(cfg, caplog) -> None:

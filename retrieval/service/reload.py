@@ -45,6 +45,7 @@ class LiveSearcher:
         self.every = cfg.server.reload_seconds
         self._opener = opener
         self._searcher = searcher
+        self._first_store = searcher.store  # the query log's: never closed
         self._seen = _signature(self.path)
         self._next = time.monotonic() + self.every
         self._lock = threading.Lock()
@@ -86,7 +87,7 @@ class LiveSearcher:
         old, self._searcher = self._searcher, new
         self.reloads += 1
         log.info("switched to the new build in %s (%d codes)", self.path, new.index.ntotal)
-        _retire(old, RETIRE_AFTER)
+        _retire(old, RETIRE_AFTER, store=old.store is not self._first_store)
 
 
 def _signature(path) -> Signature:
@@ -97,11 +98,13 @@ def _signature(path) -> Signature:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _retire(searcher: Searcher, delay: float) -> None:
-    """Close an index's connections once requests still holding it are done (Milvus clients)."""
-    close = getattr(searcher.index, "close", None)
-    if close is None:
-        return
-    timer = threading.Timer(delay, close)
-    timer.daemon = True
-    timer.start()
+def _retire(searcher: Searcher, delay: float, *, store: bool = True) -> None:
+    """Close a set's connections once requests still holding it are done: the Milvus client and,
+    with ``store``, the store's pooled connections."""
+    parts = (searcher.index, searcher.store) if store else (searcher.index,)
+    closers = [getattr(part, "close", None) for part in parts]
+    closers = [c for c in closers if c is not None]
+    if closers:
+        timer = threading.Timer(delay, lambda: [c() for c in closers])
+        timer.daemon = True
+        timer.start()
