@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from hashveil.group import config_of, guard, main, metrics_text
 from retrieval.core.config import Config, ServerConfig
+
+if TYPE_CHECKING:
+    from retrieval.service.manifest import Manifest
 
 
 def model_options(f):
@@ -104,7 +108,8 @@ def build_index(
     )
 
 
-def _index_of(cfg: Config, m) -> str:
+def _index_of(cfg: Config, m: Manifest) -> str:
+    """Where a build put its index, for the closing line."""
     if m.index_backend == "milvus":
         return f"Milvus collection {m.milvus_collection} at {m.milvus_uri} (manifest in {cfg.work_dir / 'index'})"
     return str(cfg.work_dir / "index")
