@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import sqlite3
-import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -81,13 +80,15 @@ def test_replace_images_is_atomic(store: Store) -> None:
         store.replace_images(rows, ["cat", "cat"])
 
 
-def test_replace_20k_rows_is_fast(store: Store) -> None:
+def test_replace_20k_rows_in_batches_keeps_every_row(store: Store) -> None:
+    """20,000 rows span several INSERT batches; every one comes back as written (its speed is
+    measured by benchmarks/build.py, not asserted here)."""
     rows = _rows(20_000, seed=6)
-    start = time.perf_counter()
-    store.replace_images(rows, NAMES)
-    elapsed = time.perf_counter() - start
+    assert store.replace_images(rows, NAMES) == 20_000
     assert store.count() == 20_000
-    assert elapsed < 2.0, f"replace_images of 20k rows took {elapsed:.2f} s"
+    sample = rows[::997]
+    got = store.images([r.id for r in sample])
+    assert [got[r.id] for r in sample] == sample
 
 
 def test_codes_with_label_is_deterministic_and_correct(store: Store) -> None:
