@@ -326,13 +326,13 @@ def test_attacker_view_lists_the_protected_query(sites, browser, protected):
 
 
 def _finished(http: requests.Session, url: str) -> dict:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 180  # a bound for a stuck job, not a speed goal: CI machines may be busy
     while time.monotonic() < deadline:
         status = http.get(url, timeout=10).json()
         if status["state"] in ("done", "failed"):
             return status
         time.sleep(0.05)
-    raise AssertionError(f"job {url} did not finish in 30 s")
+    raise AssertionError(f"job {url} did not finish in 180 s")
 
 
 def test_client_modes_and_bad_input_over_http(sites, tiny_data):
