@@ -116,7 +116,7 @@ def _serve(cfg: Config, threads: int = 8) -> None:
     import faiss
     import waitress
 
-    from retrieval.service.server import create_app
+    from retrieval.service.server import create_app, wsgi_body_limit
     from webui.service import mount_service_pages
 
     app = guard(create_app, cfg)
@@ -128,7 +128,7 @@ def _serve(cfg: Config, threads: int = 8) -> None:
         host=cfg.server.host,
         port=cfg.server.port,
         threads=threads,
-        max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536,
+        max_request_body_size=wsgi_body_limit(cfg),
     )
 
 

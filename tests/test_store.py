@@ -248,7 +248,7 @@ def test_large_upload_round_trip_and_limit(store: Store, monkeypatch) -> None:
         remote_addr="::1",
     )
     assert store.logged_upload(qid) == upload
-    monkeypatch.setattr("retrieval.service.store.MAX_BLOB_BYTES", 1000)
+    monkeypatch.setattr("retrieval.service.records.MAX_BLOB_BYTES", 1000)
     with pytest.raises(ValueError, match="1001 bytes is larger than the store's 1000-byte limit"):
         store.log_query(
             code=b"\x01\x02",
@@ -315,13 +315,15 @@ def test_build_serve_and_query_log_end_to_end(untrained_cfg, db_url, tiny_data) 
     rows = store.images(range(240))
     ids = np.array(sorted(rows))
     data = (tiny_data / rows[ids[7]].path).read_bytes()  # a database image: found at distance 0
-    resp = client.post("/api/search", data={"image": (io.BytesIO(data), "q.png"), "radius": "3"})
+    form = {"image": (io.BytesIO(data), "q.png"), "radius": "3", "limit": "200"}  # the whole set in a page
+    resp = client.post("/api/search", data=form)
     assert resp.status_code == 200, resp.get_json()
     got = [(r["distance"], r["id"]) for r in resp.get_json()["results"]]
     model, _ = load_checkpoint(cfg.work_dir / "model")
     code = model.encode(to_tensor(decode_image(data))[None])[0]
     dist = hamming(code[None], np.stack([np.frombuffer(rows[i].code, np.uint8) for i in ids]))[0]
     assert got == sorted((int(d), int(i)) for d, i in zip(dist, ids) if d <= 3) and (0, int(ids[7])) in got
+    assert resp.get_json()["count"] == len(got)
     logged = store.query_log(limit=10)
     assert len(logged) == 1 and logged[0].upload == data and logged[0].code == code.tobytes()
     assert list(logged[0].result_ids) == [i for _, i in got] and logged[

@@ -82,13 +82,7 @@ class HashNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(x.shape)}")
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(
-                x,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
+            x = self._interpolate(x)
         return self.backbone((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +92,21 @@ class HashNet(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.mean.device
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images at the backbone's input size, each resized alone (as :meth:`relaxed` does), so a
+        server can resize an upload before it joins a batch. Shape: (n, 3, H, W) -> (n, 3, S, S)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(x.shape)}")
+        if x.shape[-2:] == (self.image_size, self.image_size):
+            return x
+        if len(x) == 0:
+            return x.new_zeros((0, 3, self.image_size, self.image_size))
+        return torch.cat([self._interpolate(img[None]) for img in x])
+
+    def _interpolate(self, x: torch.Tensor) -> torch.Tensor:
+        size = (self.image_size, self.image_size)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     @torch.inference_mode()
     def relaxed(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +121,7 @@ class HashNet(nn.Module):
         The server checks this at start (retrieval.service.batcher) and hashes one image at a time
         where it does not hold. Shape: (n, 3, H, W) -> (n, K) float.
         """
-        x = x.to(self.device)
+        x = self.resize(x.to(self.device))
         out = []
         for chunk in x.split(ENCODE_CHUNK):
             n = chunk.shape[0]
