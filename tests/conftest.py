@@ -3,7 +3,11 @@ and an index built from it (once per session), a PostgreSQL server, store URLs o
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as hashveil.cli does
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 
