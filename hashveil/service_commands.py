@@ -104,7 +104,9 @@ def build_index(
 @main.command()
 @click.option("--host", help="server.host")
 @click.option("--port", type=int, help="server.port")
-@click.option("--threads", type=int, default=8, show_default=True, help="waitress worker threads")
+@click.option(
+    "--threads", type=int, default=16, show_default=True, help="waitress worker threads (>= server.batch_max)"
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
     """Run the search server (waitress) on the built index."""
@@ -112,7 +114,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     _serve(cfg, threads)
 
 
-def _serve(cfg: Config, threads: int = 8) -> None:
+def _serve(cfg: Config, threads: int = 16) -> None:
     import faiss
     import waitress
 
