@@ -47,7 +47,7 @@ class Batcher(Generic[T, R]):
         if not 0 <= wait_s <= 10:
             raise ValueError(f"wait_s must be in [0, 10] seconds; got {wait_s!r}")
         self.fn, self.max_items, self.wait_s, self.name = fn, max_items, wait_s, name
-        self._queue: queue.SimpleQueue[tuple[T, Future]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[T, Future, float]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
 
@@ -55,7 +55,7 @@ class Batcher(Generic[T, R]):
         """Queue one item; the future holds its result once its batch has run."""
         fut: Future = Future()
         with self._lock:  # the worker checks for an empty queue under this lock before it ends
-            self._queue.put((item, fut))
+            self._queue.put((item, fut, time.monotonic()))
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name=self.name, daemon=True)
                 self._worker.start()
@@ -77,10 +77,11 @@ class Batcher(Generic[T, R]):
                 continue
             self._run(self._collect(first))
 
-    def _collect(self, first: tuple[T, Future]) -> list[tuple[T, Future]]:
-        """The first item and what joins it: all that is queued, then arrivals until the wait ends."""
+    def _collect(self, first: tuple[T, Future, float]) -> list[tuple[T, Future, float]]:
+        """The first item and what joins it: all that is queued, then arrivals until the first item
+        has waited ``wait_s`` since it was submitted (no longer, if it queued behind a batch)."""
         batch = [first]
-        deadline = time.monotonic() + self.wait_s
+        deadline = first[2] + self.wait_s
         while len(batch) < self.max_items:
             try:
                 batch.append(self._queue.get_nowait())
@@ -96,16 +97,16 @@ class Batcher(Generic[T, R]):
                 break
         return batch
 
-    def _run(self, batch: list[tuple[T, Future]]) -> None:
+    def _run(self, batch: list[tuple[T, Future, float]]) -> None:
         try:
-            results = self.fn([item for item, _ in batch])
+            results = self.fn([item for item, _, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name}: {len(results)} results for a batch of {len(batch)}")
         except BaseException as e:  # every waiting request gets the error, the worker goes on
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 fut.set_exception(e)
             return
-        for (_, fut), result in zip(batch, results):
+        for (_, fut, _), result in zip(batch, results):
             if isinstance(result, BaseException):
                 fut.set_exception(result)
             else:
