@@ -7,7 +7,7 @@ on the same codes is timed beside it. Results of every kind are checked against 
 each query. One thread throughout, as ``hashveil serve`` runs searches (one per request thread).
 A last block prints the flat range search as a multiple of the read floor.
 
-    python benchmarks/search.py [--sizes 25000 200000 1000000 10000000] [--queries 100]
+    python benchmarks/search.py [--sizes 25000 200000 1000000 10000000] [--queries 100] [--kinds flat]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import faiss
 import numpy as np
 
-from retrieval.service.index import BinaryIndex
+from retrieval.service.index import KINDS, BinaryIndex
 
 
 def numpy_range(db: np.ndarray, q: np.ndarray, radius: int) -> np.ndarray:
@@ -81,7 +81,7 @@ def run_size(n: int, bits: int, args, rng: np.random.Generator) -> list[tuple[st
         ("read floor", floor, floor),
         ("FAISS range_search", float(np.percentile(t_f, 50)), float(t_f.min())),
     ]
-    for kind in ("flat", "hash", "multihash"):
+    for kind in args.kinds:
         index = BinaryIndex.create(bits, kind)
         t = time.perf_counter()
         index.add(db, ids)
@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--radius", type=int, default=2)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="index kinds to time")
     args = ap.parse_args()
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)
