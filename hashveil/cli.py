@@ -6,9 +6,16 @@ client_command.py; all register on the one group defined in group.py.
 
 from __future__ import annotations
 
+import os
 import sys
 
-from hashveil import client_command, service_commands, user_commands  # noqa: F401 (importing registers the verbs)
+# Before torch loads OpenMP: its threads sleep when idle instead of spinning. A server shares the
+# CPU between torch and its request threads (and a user's machine runs other programs); spinning
+# threads then starve the others, and a forward waits for a descheduled one. On a busy 2-core
+# machine, 8 single-image forwards of the default model took 38 s spinning and 0.43 s passive.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from hashveil import client_command, service_commands, user_commands  # noqa: E402, F401 (importing registers the verbs)
 from hashveil.group import main
 
 __all__ = ["main"]

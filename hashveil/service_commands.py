@@ -118,7 +118,9 @@ def _index_of(cfg: Config, m: Manifest) -> str:
 @main.command()
 @click.option("--host", help="server.host")
 @click.option("--port", type=int, help="server.port")
-@click.option("--threads", type=int, default=8, show_default=True, help="waitress worker threads")
+@click.option(
+    "--threads", type=int, default=16, show_default=True, help="waitress worker threads (>= server.batch_max)"
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
     """Run the search server (waitress) on the built index."""
@@ -126,7 +128,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     _serve(cfg, threads)
 
 
-def _serve(cfg: Config, threads: int = 8) -> None:
+def _serve(cfg: Config, threads: int = 16) -> None:
     import faiss
     import waitress
 
@@ -138,7 +140,7 @@ def _serve(cfg: Config, threads: int = 8) -> None:
     faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
     click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
     click.echo(f"answering the host names {host_names(cfg.server)}")
-    waitress.serve(app, **waitress_options(cfg.server, threads))
+    waitress.serve(app, **waitress_options(cfg, threads))
 
 
 def host_names(server: ServerConfig) -> str:
@@ -151,13 +153,17 @@ def host_names(server: ServerConfig) -> str:
     )
 
 
-def waitress_options(server: ServerConfig, threads: int = 8) -> dict:
-    """waitress.serve's keywords for ``[server]``: where to listen, and the proxy to trust."""
+def waitress_options(cfg: Config, threads: int = 16) -> dict:
+    """waitress.serve's keywords for ``[server]``: where to listen, how much body to read (so that
+    over-limit bodies get the app's JSON 413), and the proxy to trust."""
+    from retrieval.service.server import wsgi_body_limit
+
+    server = cfg.server
     options = {
         "host": server.host,
         "port": server.port,
         "threads": threads,
-        "max_request_body_size": int(server.max_upload_mb * 2**20) + 65536,
+        "max_request_body_size": wsgi_body_limit(cfg),
     }
     if server.trusted_proxy:  # behind a TLS-terminating proxy: its scheme, host and client address
         options["trusted_proxy"] = server.trusted_proxy

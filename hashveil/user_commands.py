@@ -182,6 +182,7 @@ def query(
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
     from privacy.client import query as run_query
     from retrieval.core.imaging import load_image, to_tensor
+    from retrieval.core.votes import majority_of
 
     cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin, ca_bundle)
     pixels = guard(lambda: to_tensor(load_image(image)))
@@ -211,6 +212,10 @@ def query(
             f"PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255"
         )
     click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
+    votes = answer.get("label_votes", {})
+    if votes:
+        label = majority_of(votes)
+        click.echo(f"the label the server would infer: {label} ({votes[label]} of {answer['count']} items)")
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
 

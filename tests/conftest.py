@@ -4,7 +4,11 @@ both backends."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as hashveil.cli does
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 

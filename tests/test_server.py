@@ -54,7 +54,21 @@ def _brute(code: np.ndarray, db, radius: int, k: int | None = None) -> list[tupl
 
 
 def _pairs(resp) -> list[tuple[int, int]]:
+    """The (id, distance) pairs of one answer's page."""
     return [(r["id"], r["distance"]) for r in resp.get_json()["results"]]
+
+
+def _whole(client, code: str, **params) -> list[tuple[int, int]]:
+    """Every (id, distance) of a code query's result, read in pages of 7 by offset."""
+    pairs: list[tuple[int, int]] = []
+    while True:
+        body = client.post("/api/search", json={"code": code, **params, "offset": len(pairs), "limit": 7})
+        assert body.status_code == 200, body.get_json()
+        page = _pairs(body)
+        pairs += page
+        if len(page) < 7:
+            assert body.get_json()["count"] == len(pairs)
+            return pairs
 
 
 def _log_count(service: Config) -> int:
@@ -70,28 +84,30 @@ def test_upload_search_matches_brute_force_on_the_decoded_image(client, service,
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["code"] == to_hex(want_code) and body["radius"] == 3 and body["k"] is None
-    assert _pairs(resp) == _brute(want_code, db, 3) and body["count"] == len(body["results"])
-    assert (1000 + 7 * 17, 0) in _pairs(resp)
+    want = _brute(want_code, db, 3)
+    assert body["count"] == body["within_radius"] == len(want) > service.server.max_k  # more than a page
+    assert (body["offset"], body["limit"]) == (0, service.server.max_k)  # page_size, at most max_k
+    assert _pairs(resp) == want[: service.server.max_k] and (1000 + 7 * 17, 0) in want
     first = body["results"][0]
     assert first["image_url"] == f"/api/images/{first['id']}" and set(first["labels"]) <= set(LABELS)
     log = Store(service.db_url).query_log(limit=1)[0]
     assert _log_count(service) == before + 1
     assert log.upload == data and log.upload_type == "image" and log.radius == 3
-    assert log.code == want_code.tobytes() and list(log.result_ids) == [h[0] for h in _pairs(resp)]
+    assert log.code == want_code.tobytes() and list(log.result_ids) == [h[0] for h in want]  # not a page
+    assert _whole(client, body["code"], radius=3) == want  # later pages, by the answer's code
 
 
 def test_code_query_radius_edge_against_brute_force(client, service, db) -> None:
     code = db[1][5]
     d = np.sort(hamming(code[None], db[1])[0])
     r = next(int(x) for x in d if x > 0 and x + 1 in d)  # a radius with items at r and r + 1
-    at_r = client.post("/api/search", json={"code": to_hex(code), "radius": r})
-    at_r1 = client.post("/api/search", json={"code": to_hex(code), "radius": r + 1})
-    assert _pairs(at_r) == _brute(code, db, r)
-    assert _pairs(at_r1) == _brute(code, db, r + 1)
-    assert max(p[1] for p in _pairs(at_r)) == r and len(_pairs(at_r1)) > len(_pairs(at_r))
+    at_r, at_r1 = _whole(client, to_hex(code), radius=r), _whole(client, to_hex(code), radius=r + 1)
+    assert at_r == _brute(code, db, r)
+    assert at_r1 == _brute(code, db, r + 1)
+    assert max(p[1] for p in at_r) == r and len(at_r1) > len(at_r)
     binary = "".join(str(b) for b in np.unpackbits(code))
-    by_bits = client.post("/api/search?radius=%d" % r, json={"code": binary})
-    assert _pairs(by_bits) == _pairs(at_r)
+    by_bits = client.post("/api/search?radius=%d&limit=50" % r, json={"code": binary})
+    assert _pairs(by_bits) == at_r[:50]
     default = client.post("/api/search", json={"code": to_hex(code)})
     assert default.get_json()["radius"] == service.server.radius
     log = Store(service.db_url).query_log(limit=1)[0]

@@ -174,7 +174,7 @@ def test_behind_a_tls_proxy_waitress_trusts_its_forwarded_headers(cfg) -> None:
     proxied = override(cfg, server={"allowed_hosts": ["search.example.org"], "trusted_proxy": "127.0.0.1"})
     app = create_app(proxied)
     mount_service_pages(app)
-    opts = {k: v for k, v in waitress_options(proxied.server).items() if k.startswith(("trusted", "clear"))}
+    opts = {k: v for k, v in waitress_options(proxied).items() if k.startswith(("trusted", "clear"))}
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "search.example.org"}
     with live_server(app, **opts) as url:
         r = requests.post(

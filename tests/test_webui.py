@@ -8,6 +8,7 @@ service actually received (recorded by a WSGI middleware) and its query log.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from retrieval.core.codes import hamming
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
 from retrieval.core.model import load_checkpoint
-from retrieval.core.votes import majority_label
+from retrieval.core.votes import label_votes, majority_label, majority_of
 from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from retrieval.service.store import Store
@@ -194,6 +195,50 @@ def test_search_by_upload_shows_results(sites, browser, tiny_data):
     assert all(w > 0 for w in _images_loaded(page, "#hits img"))
     assert all(page.eval_on_selector_all("#hits img", "els => els.map(e => e.alt.startsWith('Result '))"))
     page.screenshot(path=str(SHOTS / "search.png"), full_page=True)
+    page.close()
+
+
+def test_search_pages_through_a_result_larger_than_a_page(sites, browser, tiny_data):
+    """Radius = every bit: the whole database, more than a page; later pages go by the query's code."""
+    cfg, store, recorder = sites["cfg"], sites["store"], sites["recorder"]
+    path = tiny_data / "img" / "0005.png"
+    model, _ = load_checkpoint(cfg.work_dir / "model")
+    code = model.encode(to_tensor(load_image(path))[None])
+    db = _database(store)
+    expected = sorted(
+        (int(hamming(code, np.frombuffer(c, np.uint8)[None])[0, 0]), i) for i, (c, _) in db.items()
+    )
+    size = min(cfg.server.page_size, cfg.server.max_k)
+    assert len(expected) > size
+
+    def shown() -> list[tuple[int, int]]:
+        cells = page.eval_on_selector_all(
+            "#hits li", "els => els.map(e => [e.dataset.distance, e.dataset.id])"
+        )
+        return [(int(d), int(i)) for d, i in cells]
+
+    page = browser.new_page()
+    page.goto(sites["service"] + "/")
+    page.set_input_files("#image", str(path))
+    page.fill("#radius", str(cfg.model.hash_bits))
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#results:not([hidden]) #hits li")
+    assert shown() == expected[:size] and page.is_hidden("#prev-page")
+    assert page.inner_text("#page-range") == f"Results 1 to {size} of {len(expected)}"
+    votes = label_votes(db[i][1] for _, i in expected)  # of the whole result, not of the page
+    assert page.inner_text("#result-label") == majority_of(votes)
+    sent = len(recorder.requests)
+    page.get_by_role("button", name="Next page").click()
+    page.wait_for_function(
+        f"document.getElementById('page-range').textContent.startsWith('Results {size + 1} ')"
+    )
+    assert shown() == expected[size : 2 * size]
+    searches = [body for path_, body in recorder.requests[sent:] if path_ == "/api/search"]
+    want = {"code": code[0].tobytes().hex(), "radius": cfg.model.hash_bits, "offset": size}
+    assert [json.loads(b) for b in searches] == [want]  # a code query: the image is not sent again
+    page.get_by_role("button", name="Previous page").click()
+    page.wait_for_function("document.getElementById('page-range').textContent.startsWith('Results 1 ')")
+    assert shown() == expected[:size]
     page.close()
 
 

@@ -30,7 +30,7 @@ from retrieval.core.config import Config
 from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, to_tensor
 from retrieval.core.model import HashNet
 from retrieval.core.params import parse_int
-from retrieval.core.votes import majority_label
+from retrieval.core.votes import majority_of
 from retrieval.websecurity import LOOPBACK_NAMES, HostRule, secure_app
 from webui.assets import register_assets
 from webui.imagery import perturbation_png
@@ -279,13 +279,13 @@ def send(job_id: str) -> Response:
     k = parse_int("k", request.form.get("k"), None, 1, 10**6)
     answer = _state().server.search(job.pngs["protected"], radius=radius, k=k)
     hits = answer.get("results", [])
-    label, votes = majority_label(h.get("labels", []) for h in hits)
+    votes = answer.get("label_votes", {})  # over the whole result, not only the page shown
     job.search = {
         "code": answer.get("code"),
         "radius": answer.get("radius"),
         "k": answer.get("k"),
-        "count": len(hits),
-        "inferred_label": label,
+        "count": answer.get("count", len(hits)),
+        "inferred_label": majority_of(votes),
         "votes": votes,
         "sent_bytes": len(job.pngs["protected"]),
         "results": [

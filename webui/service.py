@@ -58,6 +58,7 @@ def search_page() -> str:
         radius=min(cfg.server.radius, s.hash_bits),
         hash_bits=s.hash_bits,
         max_k=cfg.server.max_k,
+        page_size=min(cfg.server.page_size, cfg.server.max_k),
         items=s.index.ntotal,
         thumb=RESULT_THUMB,
         max_upload_mb=cfg.server.max_upload_mb,

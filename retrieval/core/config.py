@@ -127,6 +127,9 @@ class ServerConfig:
     trusted_proxy: str = ""
     # How often (seconds) a running server looks for a new build's manifest; 0 = never.
     reload_seconds: float = 2.0
+    page_size: int = 100  # hits per /api/search answer unless the request sets limit; at most max_k
+    batch_max: int = 16  # uploads hashed in one forward
+    batch_wait_ms: int = 2  # how long a batch's first upload waits for others
 
     def __post_init__(self) -> None:
         _int_range("server.port", self.port, 0, 65535)
@@ -142,6 +145,9 @@ class ServerConfig:
             raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")
         _int_range("server.radius", self.radius, 0, 64)
         _int_range("server.max_k", self.max_k, 1, 10**6)
+        _int_range("server.page_size", self.page_size, 0, 10**6)
+        _int_range("server.batch_max", self.batch_max, 1, 1024)
+        _int_range("server.batch_wait_ms", self.batch_wait_ms, 0, 1000)
 
     def admin_secret(self) -> str:
         """The admin token: server.admin_token, else HASHVEIL_ADMIN_TOKEN; "" = admin routes off."""

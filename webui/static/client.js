@@ -121,7 +121,8 @@
       const data = new FormData($("send-form"));
       if (!data.get("k")) data.delete("k");
       const body = await hashveil.fetchJSON(current.send_url, { method: "POST", body: data });
-      $("result-count").textContent = body.count;
+      $("result-count").textContent = body.count +
+        (body.results.length < body.count ? " (the nearest " + body.results.length + " shown)" : "");
       $("result-label").textContent = body.inferred_label || "none (nothing retrieved)";
       hashveil.renderHits($("hits"), body.results, (hit) => hit.thumb_url);
       $("results").hidden = false;
