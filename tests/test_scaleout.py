@@ -85,14 +85,17 @@ def _expected(code: np.ndarray, ids, codes, radius: int, k: int | None) -> list[
     return pairs if k is None else pairs[:k]
 
 
+PAGE = 1000  # the server's max_k: every answer here is its whole result in one page
+
+
 def _ask(url: str, query: dict) -> tuple[int, dict]:
     """POST one query: {"path": image file, "radius"} as an upload, else {"code", "radius", "k"} as JSON."""
     if "path" in query:
-        data = {"radius": str(query["radius"])}
+        data = {"radius": str(query["radius"]), "limit": str(PAGE)}
         files = {"image": ("q.png", query["path"].read_bytes(), "image/png")}
         resp = requests.post(f"{url}/api/search", files=files, data=data, timeout=60)
     else:
-        body = {key: value for key, value in query.items() if value is not None}
+        body = {"limit": PAGE, **{key: value for key, value in query.items() if value is not None}}
         resp = requests.post(f"{url}/api/search", json=body, timeout=60)
     return resp.status_code, resp.json()
 
@@ -133,7 +136,8 @@ def test_two_servers_answer_alike_and_log_every_search_once(cluster, tiny_data) 
             assert first["code"] == code.tobytes().hex()
         else:
             code = np.frombuffer(bytes.fromhex(q["code"]), np.uint8)
-        assert _pairs(first) == _expected(code, ids, codes, q["radius"], q.get("k"))
+        expected = _expected(code, ids, codes, q["radius"], q.get("k"))
+        assert first["count"] == len(expected) and _pairs(first) == expected
     assert sum(len(a["results"]) for _, a in answers) > 0
 
     # every answered search is in the shared log exactly once, under an id no other row has
