@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from hashveil import client_command, service_commands, user_commands  # noqa: F401 (importing registers the verbs)
+from hashveil import (  # noqa: F401 (importing registers the verbs)
+    client_command,
+    collection_commands,
+    service_commands,
+    user_commands,
+)
 from hashveil.group import main
 
 __all__ = ["main"]

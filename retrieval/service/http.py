@@ -3,6 +3,7 @@ parameters, and the one admin check.
 
 ``create_app`` attaches the config, the searcher and the query log to the Flask app; routes reach
 them through :func:`current_config`, :func:`current_searcher` and :func:`current_query_log`, never by string keys.
+:func:`current_searcher` swaps in a new set once its manifest is replaced (``retrieval.service.live``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flask import Flask, abort, current_app, request, session
 
 from retrieval.core.config import Config
 from retrieval.core.params import parse_int
+from retrieval.service.live import ManifestFollower
 from retrieval.service.querylog import QueryLog
 from retrieval.service.search import Searcher
 
@@ -22,7 +24,12 @@ _PARTS = "hashveil"
 
 
 def attach(app: Flask, cfg: Config, searcher: Searcher, query_log: QueryLog) -> None:
-    app.extensions[_PARTS] = {"config": cfg, "searcher": searcher, "query_log": query_log}
+    app.extensions[_PARTS] = {
+        "config": cfg,
+        "searcher": searcher,
+        "query_log": query_log,
+        "follower": ManifestFollower(cfg),
+    }
 
 
 def current_config() -> Config:
@@ -30,7 +37,13 @@ def current_config() -> Config:
 
 
 def current_searcher() -> Searcher:
-    return current_app.extensions[_PARTS]["searcher"]
+    parts = current_app.extensions[_PARTS]
+    fresh = parts["follower"].reload()
+    if fresh is not None:
+        old, parts["searcher"] = parts["searcher"], fresh
+        if old.store is not parts["query_log"].store:
+            old.store.close()  # its pooled connections; a request still using it opens new ones
+    return parts["searcher"]
 
 
 def current_query_log() -> QueryLog:
