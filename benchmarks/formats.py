@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib.cbook
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hashveil.local import local_protector
 from index_builder.datasets import open_dataset
@@ -33,7 +34,7 @@ def measure(protector, sources: list[tuple[bytes, torch.Tensor, str | None]]) ->
     """Per encoding: (at target?, file bytes, input bytes) of each protected source."""
     rows: dict[Encoding, list[tuple[bool, int, int]]] = {e: [] for e in ENCODINGS}
     reached = 0
-    for raw, x, label in sources:
+    for raw, x, label in tqdm(sources, desc="protect and encode", unit="image"):
         p = protector.protect(x, "semantic", target_label=label)
         reached += p.distance == 0
         for enc in ENCODINGS:

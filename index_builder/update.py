@@ -36,7 +36,7 @@ from index_builder.build import hash_database
 from index_builder.collection import check_new_images
 from index_builder.datasets import open_collection
 from retrieval.core.config import Config
-from retrieval.core.model import file_sha256, load_checkpoint
+from retrieval.core.model import HashNet, file_sha256, load_checkpoint
 from retrieval.service.index import BinaryIndex
 from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, verify, write_manifest
 from retrieval.service.records import ImageRow
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "update.json"
 LOCK_FILE = "update.lock"
+NEXT_ID_FILE = "next_id.json"  # the id after the largest ever added, so removed ids stay retired
 LOCK_WAIT_S = 30
 
 
@@ -74,7 +75,8 @@ def add_images(cfg: Config, paths: list[str | Path]) -> UpdateResult:
         if not new:
             return UpdateResult([], [], already, skipped, m)
         codes = hash_database(cfg, model, images, np.asarray(new), use_cache=False, desc="hash new images")
-        first = max(rows, default=-1) + 1
+        first = max(max(rows, default=-1) + 1, _next_id(cfg))  # ids of removed images are never reused
+        _write_json(cfg.work_dir / "index" / NEXT_ID_FILE, {"next_id": first + len(new)})
         label_sets = images.label_sets(new)
         added = [
             ImageRow(first + r, images.paths[i], tuple(lab), "database", codes[r].tobytes())
@@ -154,7 +156,7 @@ def _locked(cfg: Config) -> Iterator[None]:
         lock.release()
 
 
-def _open_set(cfg: Config) -> tuple[Manifest, object, Store, BinaryIndex]:
+def _open_set(cfg: Config) -> tuple[Manifest, HashNet, Store, BinaryIndex]:
     """The verified set of work_dir: manifest, model, store and FAISS index."""
     m = read_manifest(cfg.work_dir / "index" / MANIFEST_FILE)
     if m.index_backend != "faiss":
@@ -207,6 +209,14 @@ def _commit(
     if m.index_file != name:
         (index_dir / m.index_file).unlink(missing_ok=True)
     return new
+
+
+def _next_id(cfg: Config) -> int:
+    try:
+        value = json.loads((cfg.work_dir / "index" / NEXT_ID_FILE).read_text(encoding="utf-8"))["next_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _current_set_is_whole(cfg: Config) -> bool:

@@ -67,7 +67,8 @@ class Encoding:
         img = to_pil(image)
         if self.format == "png":
             img.save(buf, format="PNG")
-        elif self.format == "jpeg":  # 4:4:4: colour at full resolution, as the perturbation is
+        elif self.format == "jpeg":  # 4:4:4: the perturbation's colour at full resolution (4:2:0
+            # files are smaller and kept as many codes of a photo, but fewer of small images)
             img.save(buf, format="JPEG", quality=self.quality, subsampling=0, optimize=True)
         else:
             img.save(buf, format="WEBP", quality=self.quality, method=6)

@@ -130,6 +130,12 @@ def test_remove_takes_images_out_of_index_and_store(built: Config) -> None:
     assert not set(gone) & set(after.index.ids().tolist()) and after.store.images(gone) == {}
     hits = after.index.search(np.frombuffer(code, np.uint8).reshape(1, -1), after.hash_bits)[0][0]
     assert gone[0] not in hits.tolist()
+    root = Path(built.data.data_dir)
+    top = int(after.index.ids().max())
+    (first, _), *_ = add_images(built, [_photo(root / "green" / "a.png")]).added
+    remove_images(built, [first])
+    (second, _), *_ = add_images(built, [_photo(root / "green" / "b.png")]).added
+    assert (first, second) == (top + 1, top + 2)  # a removed id is never given to another image
     assert all(
         (Path(built.data.data_dir) / p).is_file() for p in before.store.images(gone) or []
     )  # files stay
