@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from evaluation.options import EvalOptions
 from index_builder.datasets import open_dataset
-from index_builder.dpsh import train, train_key
+from index_builder.dpsh import card_matches, train
 from index_builder.features import cached_features, encode_images, head_codes
 from index_builder.imagelist import ImageDataset, ImageList
 from index_builder.splits import Splits, make_splits
@@ -339,7 +339,7 @@ def model_for_bits(cfg: Config, bits: int) -> HashNet:
     """The trained model at cfg's length, else a model of ``bits`` trained with cfg's settings."""
     if bits == cfg.model.hash_bits:
         model, card = load_checkpoint(cfg.work_dir / "model")
-        if card.config and card.config != json.loads(json.dumps(train_key(cfg))):
+        if card.config and not card_matches(card.config, cfg):
             log.warning(
                 "work_dir/model was trained with other settings than this config; evaluating it anyway"
             )
@@ -360,4 +360,4 @@ def _checkpoint_matches(cfg: Config, model_dir: Path) -> bool:
         card = read_card(model_dir)
     except (FileNotFoundError, ValueError):
         return False
-    return card.config == json.loads(json.dumps(train_key(cfg)))
+    return card_matches(card.config, cfg)

@@ -15,7 +15,12 @@ import sys
 # machine, 8 single-image forwards of the default model took 38 s spinning and 0.43 s passive.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from hashveil import client_command, service_commands, user_commands  # noqa: E402, F401 (importing registers the verbs)
+from hashveil import (  # noqa: E402, F401 (importing registers the verbs)
+    client_command,
+    collection_commands,
+    service_commands,
+    user_commands,
+)
 from hashveil.group import main
 
 __all__ = ["main"]

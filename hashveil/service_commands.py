@@ -1,4 +1,5 @@
-"""The service provider's verbs: train, build-index, serve, prune-log, search, demo."""
+"""The service provider's verbs: train, build-index, serve, prune-log, search, demo (add / remove:
+collection_commands.py)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,27 @@ def model_options(f):
         click.option("--pretrained", help="model.pretrained: local torchvision state_dict"),
         click.option("--dataset", help="data.dataset"),
         click.option("--data-dir", help="data.data_dir"),
+        click.option("--layout", help="data.layout of a folder: auto | csv | classes | flat"),
+        click.option("--num-query", type=int, help="data.num_query (0: 10 %, at most 1,000)"),
+        click.option("--num-train", type=int, help="data.num_train (0: the database, at most 20,000)"),
+        click.option("--num-database", type=int, help="data.num_database (0: all the rest)"),
     ):
         f = opt(f)
     return f
 
 
 def _model_sections(
-    backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None, data_dir=None, **_
+    backbone=None,
+    hash_bits=None,
+    image_size=None,
+    pretrained=None,
+    dataset=None,
+    data_dir=None,
+    layout=None,
+    num_query=None,
+    num_train=None,
+    num_database=None,
+    **_,
 ) -> dict:
     return {
         "model": {
@@ -38,7 +53,14 @@ def _model_sections(
             "image_size": image_size,
             "pretrained": pretrained,
         },
-        "data": {"dataset": dataset, "data_dir": data_dir},
+        "data": {
+            "dataset": dataset,
+            "data_dir": data_dir,
+            "layout": layout,
+            "num_query": num_query,
+            "num_train": num_train,
+            "num_database": num_database,
+        },
         "train": {},
     }
 
@@ -132,9 +154,13 @@ def _serve(cfg: Config, threads: int = 16) -> None:
     import faiss
     import waitress
 
+    from index_builder.update import recover
     from retrieval.service.server import create_app
     from webui.service import mount_service_pages
 
+    done = guard(recover, cfg)  # an interrupted `hashveil add` / `remove`
+    if done:
+        click.echo(f"{done} in {cfg.work_dir / 'index'}")
     app = guard(create_app, cfg)
     mount_service_pages(app)
     faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend

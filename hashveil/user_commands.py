@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hashveil.formats import encoding_of, file_check, format_options, kilobytes
 from hashveil.group import ca_bundle_option, config_of, guard, main
 from retrieval.core.config import Config, override
 
@@ -90,6 +91,7 @@ def _protector(cfg: Config, server_url: str | None):
 @click.option("--server", "server_url", help="use this server's model and anchors (default: the local ones)")
 @ca_bundle_option
 @click.option("--overwrite", is_flag=True, help="protect again files that already have an output")
+@format_options
 @click.pass_context
 def protect(
     ctx,
@@ -107,15 +109,18 @@ def protect(
     server_url,
     ca_bundle,
     overwrite,
+    fmt,
+    quality,
 ) -> None:
-    """Protect images (files or folders) before they go anywhere; writes NAME.protected.png."""
+    """Protect images (files or folders) before they go anywhere; writes NAME.protected.png (or --format)."""
     from privacy.batch import protect_files
 
     cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin, ca_bundle)
+    encoding = encoding_of(fmt, quality)
     protector, _ = _protector(cfg, server_url)
     click.echo(
-        "Outputs are PNG at the original resolution, EXIF orientation applied, and ALL metadata "
-        "(EXIF, GPS, ICC, text) removed."
+        f"Outputs are {encoding.describe()} at the original resolution, EXIF orientation applied, and "
+        "ALL metadata (EXIF, GPS, ICC, text) removed."
     )
     done = skipped = failed = 0
     for outcome in guard(
@@ -128,6 +133,7 @@ def protect(
                 target_label=target_label,
                 private=Path(private) if private else None,
                 overwrite=overwrite,
+                encoding=encoding,
             )
         )
     ):
@@ -139,11 +145,13 @@ def protect(
             click.echo(f"skipped {outcome.source}: {outcome.output} exists (--overwrite redoes it)")
         else:
             done += 1
-            p = outcome.protected
+            p, e = outcome.protected, outcome.encoded
             click.echo(
-                f"{outcome.source} -> {outcome.output}: {p.iterations} iterations, Hamming to target "
-                f"{p.distance}, PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255"
+                f"{outcome.source} ({kilobytes(outcome.input_bytes)}) -> {outcome.output} ({kilobytes(len(e.data))}): "
+                f"{p.iterations} iterations, Hamming to target {p.distance}, PSNR {p.psnr:.1f} dB, "
+                f"L_inf {p.linf * 255:.1f}/255"
                 + (f", target label {p.target_label}" if p.target_label else "")
+                + f"; {file_check(e)}"
             )
     click.echo(f"{done} protected, {skipped} skipped, {failed} failed")
     if failed:
@@ -160,6 +168,7 @@ def protect(
 @click.option("--radius", type=int, help="Hamming threshold, inclusive")
 @click.option("--k", type=int, help="at most k results")
 @ca_bundle_option
+@format_options
 @click.pass_context
 def query(
     ctx,
@@ -178,13 +187,16 @@ def query(
     radius,
     k,
     ca_bundle,
+    fmt,
+    quality,
 ) -> None:
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
-    from privacy.client import query as run_query
+    from privacy.send import QueryOptions, query_encoded
     from retrieval.core.imaging import load_image, to_tensor
     from retrieval.core.votes import majority_of
 
     cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin, ca_bundle)
+    encoding = encoding_of(fmt, quality)
     pixels = guard(lambda: to_tensor(load_image(image)))
     private_px = guard(lambda: to_tensor(load_image(private))) if private else None
     click.echo(
@@ -192,30 +204,29 @@ def query(
         if do_protect
         else "sending the image as it is (no protection)"
     )
-    answer, p = guard(
-        run_query,
-        pixels,
-        server_url,
-        cfg.privacy if do_protect else None,
-        cache_dir=cfg.work_dir / "client-cache",
-        mode=mode,
-        target_label=target_label,
-        private=private_px,
-        radius=radius,
-        k=k,
-        device=cfg.model.device,
-        verify=cfg.client.verify(),
+    opts = QueryOptions(mode, target_label, radius, k, cfg.model.device, cfg.client.verify())
+    privacy = cfg.privacy if do_protect else None
+    sent = guard(
+        query_encoded, pixels, server_url, privacy, encoding, cfg.work_dir / "client-cache", opts, private_px
     )
+    p, answer = sent.protected, sent.answer
     if p is not None:
         click.echo(
             f"protected ({mode}): {p.iterations} iterations, Hamming to target {p.distance}, "
-            f"PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255"
+            f"PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255; {file_check(sent.encoded)}"
         )
+    click.echo(
+        f"sent {kilobytes(len(sent.data))} ({encoding.describe()}; the file was {kilobytes(Path(image).stat().st_size)})"
+    )
     click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
     votes = answer.get("label_votes", {})
     if votes:
         label = majority_of(votes)
         click.echo(f"the label the server would infer: {label} ({votes[label]} of {answer['count']} items)")
+    if sent.server_agrees is False:
+        click.echo(
+            f"WARNING: the server's code differs from {sent.encoded.summary()['file_code']}, computed here from the same file"
+        )
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
 

@@ -309,6 +309,9 @@ def test_protected_query_end_to_end(sites, protected):
     assert all(w > 0 for w in _images_loaded(page, ".compare figure:not([hidden]) img"))
     assert page.get_attribute("#curve-svg polyline", "data-points") == str(result["iterations"] + 1)
     assert page.inner_text("#original-label") == result["original_likely_label"]
+    assert (
+        page.inner_text("#m-file").startswith("PNG, ") and page.inner_text("#m-file-check") == "at the target"
+    )
 
     # the protected image is within the budget of the original (independent check on the PNGs)
     x = np.asarray(decode_image(protected["original"]), dtype=np.int16)
@@ -430,6 +433,38 @@ def test_client_modes_and_bad_input_over_http(sites, tiny_data):
     received = recorder.requests[before:]
     assert all(path != "/api/search" for path, _ in received)
     assert not any(private in body or carrier in body for _, body in received)
+
+
+def test_client_sends_a_jpeg_it_checked_as_the_server_hashes_it(sites, tiny_data):
+    """--format in the client: the file sent is the JPEG the job encoded, its code computed here equals
+    the server's, and the page's facts say whether that code is still at the target."""
+    client, recorder, http = sites["client"], sites["recorder"], sites["client_http"]
+    image = (tiny_data / "img" / "0006.png").read_bytes()
+    r = http.post(f"{client}/protect", data={"format": "gif"}, files={"image": ("a.png", image)}, timeout=10)
+    assert r.status_code == 400 and "format must be one of" in r.json()["error"]
+    r = http.post(
+        f"{client}/protect",
+        data={"mode": "untargeted", "strength": "low", "format": "jpeg", "quality": "85"},
+        files={"image": ("a.png", image)},
+        timeout=10,
+    )
+    status = _finished(http, client + r.json()["status_url"])
+    result = status["result"]
+    got = http.get(client + status["images"]["protected"], timeout=10)
+    assert got.headers["Content-Type"] == "image/jpeg" and got.content[:3] == b"\xff\xd8\xff"
+    assert (result["format"], result["quality"], result["bytes"]) == ("jpeg", 85, len(got.content))
+    assert result["original_bytes"] == len(image) and result["sent_bytes"] == len(got.content)
+    model, _ = load_checkpoint(sites["cfg"].work_dir / "model")
+    code = model.encode(to_tensor(decode_image(got.content))[None])[0]
+    assert result["file_code"] == code.tobytes().hex()
+    distance = int(
+        hamming(code[None], np.frombuffer(bytes.fromhex(result["target_code"]), np.uint8)[None])[0, 0]
+    )
+    assert result["file_distance"] == distance and result["file_at_target"] == (distance == 0)
+    before = len(recorder.requests)
+    answer = http.post(client + status["send_url"], data={"radius": "2"}, timeout=30).json()
+    (body,) = [b for path, b in recorder.requests[before:] if path == "/api/search"]
+    assert got.content in body and answer["code"] == result["file_code"] and answer["server_code_matches"]
 
 
 def test_pages_fit_a_phone(sites, browser, protected):

@@ -23,6 +23,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify, rende
 from werkzeug.exceptions import HTTPException
 
 from privacy.client import Protector
+from privacy.encode import FORMATS, Encoding, encode_verified
 from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
 from privacy.remote import RemoteService
 from retrieval.core.codes import to_hex
@@ -109,10 +110,11 @@ class ClientState:
             private=job.private,
             on_step=lambda k, d: job.trace.append(d),
         )
-        job.phase = "preparing the images"
+        job.phase = "encoding and checking the file to send"
+        sent = encode_verified(model, p.image, p.target_code, p.distance, job.encoding)
         original_code = model.encode(job.original.unsqueeze(0))[0]
         perturbation, gain = perturbation_png(job.original, p.image)
-        pngs = {"original": to_png(job.original), "protected": p.png(), "perturbation": perturbation}
+        pngs = {"original": to_png(job.original), "protected": sent.data, "perturbation": perturbation}
         if job.private is not None:
             pngs["private"] = to_png(job.private)
         job.facts = {
@@ -126,6 +128,8 @@ class ClientState:
             "original_code": to_hex(original_code),
             "original_likely_label": _likely(protector, original_code),
             "protected_likely_label": _likely(protector, p.code),
+            **sent.summary(),
+            "original_bytes": job.original_bytes,
             "sent_bytes": len(pngs["protected"]),
             "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
         }
@@ -188,19 +192,22 @@ def page() -> Any:
         modes=MODES,
         strengths=strengths,
         configured=CONFIGURED,
+        formats=FORMATS,
         radius=st.cfg.server.radius,
         n_anchor=st.cfg.privacy.n_anchor,
         error=error,
     )
 
 
-def _upload(name: str, what: str) -> torch.Tensor:
-    """A multipart image field decoded to (3, H, W) in [0, 1]; ValueError says which field is bad."""
+def _upload(name: str, what: str) -> tuple[torch.Tensor, int]:
+    """A multipart image field decoded to (3, H, W) in [0, 1], and its size in bytes; ValueError
+    says which field is bad."""
     f = request.files.get(name)
     if f is None or not f.filename:
         raise ValueError(f"choose {what}")
+    data = f.read()
     try:
-        return to_tensor(decode_image(f.read()))
+        return to_tensor(decode_image(data)), len(data)
     except ValueError as e:
         raise ValueError(f"{what} ({f.filename}): {e}") from None
 
@@ -217,10 +224,19 @@ def protect() -> tuple[Response, int]:
     target_label = request.form.get("target_label", "") if mode == "semantic" else ""
     if target_label and target_label not in st.label_counts():
         raise ValueError(f"unknown target label {target_label!r}; known: {sorted(st.label_counts())}")
-    original = _upload("image", "the image to protect")
-    private = _upload("private", "the private image") if mode == "carrier" else None
+    encoding = Encoding(
+        request.form.get("format", "png"), parse_int("quality", request.form.get("quality"), 90, 1, 100)
+    )
+    original, size = _upload("image", "the image to protect")
+    private = _upload("private", "the private image")[0] if mode == "carrier" else None
     job = Job(
-        mode=mode, strength=strength, target_label=target_label or None, original=original, private=private
+        mode=mode,
+        strength=strength,
+        target_label=target_label or None,
+        original=original,
+        private=private,
+        encoding=encoding,
+        original_bytes=size,
     )
     try:
         st.runner.submit(job)
@@ -264,7 +280,7 @@ def image(job_id: str, kind: str) -> Response:
     job = _job(job_id)
     if kind not in IMAGE_KINDS or kind not in job.pngs:
         abort(404, f"job {job_id} has no {kind!r} image")
-    resp = Response(job.pngs[kind], mimetype="image/png")
+    resp = Response(job.pngs[kind], mimetype=job.encoding.mimetype if kind == "protected" else "image/png")
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
 
@@ -277,7 +293,13 @@ def send(job_id: str) -> Response:
         abort(409, f"job {job_id} is {job.state}: only a finished protection can be sent")
     radius = parse_int("radius", request.form.get("radius"), None, 0, 1024)
     k = parse_int("k", request.form.get("k"), None, 1, 10**6)
-    answer = _state().server.search(job.pngs["protected"], radius=radius, k=k)
+    answer = _state().server.search(
+        job.pngs["protected"],
+        filename=f"protected{job.encoding.suffix}",
+        mimetype=job.encoding.mimetype,
+        radius=radius,
+        k=k,
+    )
     hits = answer.get("results", [])
     votes = answer.get("label_votes", {})  # over the whole result, not only the page shown
     job.search = {
@@ -288,6 +310,7 @@ def send(job_id: str) -> Response:
         "inferred_label": majority_of(votes),
         "votes": votes,
         "sent_bytes": len(job.pngs["protected"]),
+        "server_code_matches": answer.get("code") == job.facts.get("file_code"),
         "results": [
             {
                 "id": h["id"],

@@ -19,6 +19,7 @@ from retrieval.core.codes import check_bits
 
 BACKBONES = ("efficientnet_lite0", "vgg11", "alexnet", "resnet18", "small_cnn")
 DATASETS = ("fashion_mnist", "flickr25k", "nuswide", "folder")
+LAYOUTS = ("auto", "csv", "classes", "flat")  # how a "folder" dataset gives its labels (README)
 INDEX_KINDS = ("flat", "hash", "multihash")
 INDEX_BACKENDS = ("faiss", "milvus")
 
@@ -49,16 +50,22 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = ""
-    num_query: int = 1000
-    num_train: int = 20000
-    num_database: int = 20000
+    # Split sizes; 0 = sized to the data (index_builder.splits.split_sizes): query 10 % of the
+    # images (1 to 1,000), database all the rest, train the database (at most 20,000).
+    num_query: int = 0
+    num_train: int = 0
+    num_database: int = 0
     seed: int = 0
+    layout: str = (
+        "auto"  # folder datasets: auto (labels.csv, else class subfolders, else flat) | csv | classes | flat
+    )
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
-        _int_range("data.num_query", self.num_query, 1, 10**7)
-        _int_range("data.num_train", self.num_train, 1, 10**7)
+        _int_range("data.num_query", self.num_query, 0, 10**7)
+        _int_range("data.num_train", self.num_train, 0, 10**7)
         _int_range("data.num_database", self.num_database, 0, 10**9)
+        _choice("data.layout", self.layout, LAYOUTS)
 
 
 @dataclass(frozen=True)

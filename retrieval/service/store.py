@@ -97,6 +97,21 @@ class Store:
         log.info("stored %d images with %d labels", count, len(names))
         return count
 
+    def change_images(self, added: Sequence[ImageRow], removed: Sequence[int]) -> int:
+        """Insert ``added`` and delete the ids ``removed`` in one transaction (``hashveil add`` /
+        ``remove``); returns the new count. Added rows are checked as in :meth:`replace_images`."""
+        gone = [as_id(i) for i in removed]
+        with self._session() as s, s.begin():
+            known = set(s.scalars(select(LabelRecord.name)))
+            _check_rows(list(added), known, None)
+            for start in range(0, len(gone), _IN_CHUNK):
+                s.execute(delete(ImageRecord).where(ImageRecord.id.in_(gone[start : start + _IN_CHUNK])))
+            if added:
+                s.execute(insert(ImageRecord), [image_values(r) for r in added])
+            count = int(s.scalar(select(func.count()).select_from(ImageRecord)))
+        log.info("added %d and removed %d images; %d stored", len(added), len(gone), count)
+        return count
+
     def images(self, ids: Iterable[int]) -> dict[int, ImageRow]:
         """Rows for the given ids; ids that are not stored are absent from the result."""
         wanted = [as_id(i) for i in ids]
@@ -172,18 +187,18 @@ class Store:
 
     def fingerprint(self) -> str:
         """sha256 over every (id, code) in id order: changes whenever any code or id does."""
-        h = hashlib.sha256()
-        last = None
         with self._session() as s, s.begin():
-            while True:  # keyset pages: bounded memory on any backend
-                q = select(ImageRecord.id, ImageRecord.code).order_by(ImageRecord.id).limit(BATCH)
-                page = s.execute(q if last is None else q.where(ImageRecord.id > last)).all()
-                for image_id, code in page:
-                    h.update(int(image_id).to_bytes(8, "little", signed=True))
-                    h.update(len(code).to_bytes(4, "little") + bytes(code))
-                if len(page) < BATCH:
-                    return h.hexdigest()
-                last = page[-1][0]
+            return fingerprint_of(self._id_codes(s))
+
+    def _id_codes(self, s) -> Iterator[tuple[int, bytes]]:
+        last = None
+        while True:  # keyset pages: bounded memory on any backend
+            q = select(ImageRecord.id, ImageRecord.code).order_by(ImageRecord.id).limit(BATCH)
+            page = s.execute(q if last is None else q.where(ImageRecord.id > last)).all()
+            yield from page
+            if len(page) < BATCH:
+                return
+            last = page[-1][0]
 
     def log_query(
         self,
@@ -284,6 +299,15 @@ class Store:
         if row.upload is None:
             raise KeyError(f"logged query {query_id} was a code query: it has no upload")
         return row.upload
+
+
+def fingerprint_of(rows: Iterable[tuple[int, bytes]]) -> str:
+    """:meth:`Store.fingerprint` of (id, code) pairs given in id order, e.g. to predict it before a change."""
+    h = hashlib.sha256()
+    for image_id, code in rows:
+        h.update(int(image_id).to_bytes(8, "little", signed=True))
+        h.update(len(code).to_bytes(4, "little") + bytes(code))
+    return h.hexdigest()
 
 
 def _make_engine(url: str):

@@ -75,6 +75,12 @@
     $("protected-code").textContent = r.code;
     $("protected-label").textContent = r.protected_likely_label || "none";
     $("send-bytes").textContent = r.sent_bytes;
+    const kb = (n) => (n / 1000).toFixed(n < 10000 ? 1 : 0) + " KB";
+    $("m-file").textContent = r.format.toUpperCase() + (r.quality ? " q" + r.quality : "") + ", " +
+      kb(r.sent_bytes) + " (your file: " + kb(r.original_bytes) + ")";
+    $("m-file-check").textContent = r.file_at_target ? "at the target" : r.distance === 0 ?
+      "NOT at the target after encoding: Hamming " + r.file_distance + " (PNG keeps it exactly)" :
+      "Hamming " + r.file_distance + " to the target (" + r.distance + " before encoding)";
     drawCurve($("curve"), r.trace);
     $("outcome").hidden = false;
     $("outcome-title").scrollIntoView({ block: "start" });
