@@ -14,6 +14,7 @@ import argparse
 import socket
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config.toml")
     ap.add_argument("--queries", type=int, default=50, help="per group")
+    ap.add_argument("--seed", type=int, default=0, help="the protections' target draws (printed)")
     args = ap.parse_args()
     cfg = load_config(args.config)
+    cfg = replace(cfg, privacy=replace(cfg.privacy, seed=args.seed))
     searcher = open_searcher(cfg)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,7 +69,7 @@ def main() -> None:
     report = audit_log(searcher, rows, true_labels=truth)
     print(
         f"{len(idx)} logged queries on {cfg.data.dataset}, {searcher.card.hash_bits} bits, radius "
-        f"{cfg.server.radius}; protected ones reached their target: {reached}/{len(idx) // 2}"
+        f"{cfg.server.radius}; protected ones reached their target: {reached}/{len(idx) // 2} (seed {args.seed})"
     )
     print(
         f"{'group':<10} {'queries':>7} {'attacker precision':>19} {'label inferred':>15} {'no results':>10}"

@@ -137,12 +137,20 @@ def test_tampered_weights_are_refused(served, tmp_path):
 
 def test_semantic_mode_without_enough_anchor_items_is_a_clear_error():
     from privacy.client import Protector
+    from privacy.pool import AnchorPool
     from retrieval.core.config import ModelConfig, PrivacyConfig
     from retrieval.core.model import HashNet
 
     model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32))
-    protector = Protector(
-        model, PrivacyConfig(n_anchor=9), lambda label: np.zeros((0, 2), np.uint8), {"red": 5, "blue": 8}
+    items = [{"id": i, "code": "0000", "labels": ["blue"]} for i in range(8)]
+    pool = AnchorPool.from_json(
+        {
+            "per_label": 8,
+            "radius": 2,
+            "labels": [{"name": "red", "count": 5}, {"name": "blue", "count": 8}],
+            "items": items,
+        }
     )
+    protector = Protector(model, PrivacyConfig(n_anchor=9), pool)
     with pytest.raises(ValueError, match=r"no label has the 9 database items an anchor needs.*'blue': 8"):
         protector.protect(torch.rand(3, 32, 32), "semantic")

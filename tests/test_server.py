@@ -143,6 +143,32 @@ def test_anchors_labels_stats_health(client, db) -> None:
     stats = client.get("/api/stats").get_json()
     assert (stats["items"], stats["hash_bits"], stats["index_kind"]) == (N_IMAGES, BITS, "flat")
     assert (stats["backbone"], stats["dataset"], stats["metrics"]) == ("small_cnn", "tiny", {"map": 0.5})
+
+
+def test_anchor_pool_names_no_label_and_holds_every_label(client, db, service) -> None:
+    """/api/anchors/pool: per_label items of every label, each with its code and all its labels,
+    the same answer for every client (nothing in it depends on who asks or what for)."""
+    body = client.get("/api/anchors/pool?per_label=20").get_json()
+    store = Store(service.db_url)
+    counts = store.label_counts()
+    assert body["per_label"] == 20 and body["radius"] == service.server.radius
+    assert body["labels"] == [{"name": n, "count": c} for n, c in counts.items()]
+    rows = store.images([item["id"] for item in body["items"]])
+    codes = dict(zip(db[0].tolist(), db[1]))
+    for item in body["items"]:
+        assert item["code"] == to_hex(codes[item["id"]]) and item["labels"] == list(rows[item["id"]].labels)
+    for (
+        name,
+        count,
+    ) in counts.items():  # at least per_label items of each label (multi-label items count twice)
+        assert sum(name in item["labels"] for item in body["items"]) >= min(20, count)
+    assert len({item["id"] for item in body["items"]}) == len(body["items"])
+    assert client.get("/api/anchors/pool?per_label=20").get_json() == body
+    default = client.get("/api/anchors/pool").get_json()
+    assert default["per_label"] == 256 and len(default["items"]) == N_IMAGES  # every item fits in the pool
+    for q in ("?per_label=0", "?per_label=1001", "?per_label=x"):
+        resp = client.get("/api/anchors/pool" + q)
+        assert resp.status_code == 400 and "per_label" in resp.get_json()["error"], q
     assert client.get("/api/health").get_json()["status"] == "ok"
 
 

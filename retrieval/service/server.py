@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, abort, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from retrieval.core.codes import parse, to_hex
-from retrieval.core.config import Config
+from retrieval.core.config import MAX_ANCHOR_POOL, Config, PrivacyConfig
 from retrieval.core.imaging import (
     THUMB_MAX,
     THUMB_MIN,
@@ -40,6 +40,7 @@ from retrieval.service.http import (
 )
 from retrieval.service.querylog import QueryLog
 from retrieval.service.search import Hit, Searcher, open_searcher
+from retrieval.service.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ api = Blueprint("api", __name__, url_prefix="/api")
 
 DEFAULT_ANCHORS = 9
 MAX_ANCHORS = 100
+DEFAULT_POOL = PrivacyConfig().anchor_pool
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs; a larger id in a URL is a 404, not an overflow
 
 
@@ -195,7 +197,11 @@ def model_weights() -> Response:
 
 @api.get("/anchors")
 def anchors() -> Response:
-    """Ids and codes (never images) of n database items with a label, for target codes."""
+    """Ids and codes (never images) of n database items with a label, for target codes.
+
+    The privacy client does not use this route: a request naming a label tells the server the
+    target of a protection. It fetches ``/anchors/pool`` instead.
+    """
     store = current_searcher().store
     label = request.args.get("label", "")
     if not label:
@@ -206,6 +212,31 @@ def anchors() -> Response:
         abort(404, f"unknown label {label!r}")
     ids, codes = store.codes_with_label(label, n, seed)
     return jsonify(label=label, seed=seed, count=len(ids), ids=ids.tolist(), codes=[to_hex(c) for c in codes])
+
+
+@api.get("/anchors/pool")
+def anchor_pool() -> Response:
+    """Codes (never images) of up to ``per_label`` items of every label, the label counts and the
+    default radius: what the privacy client draws its targets from, fetched once and cached.
+
+    The request is the same for every client, so it tells the server nothing about a target.
+    """
+    per_label = int_param("per_label", DEFAULT_POOL, 1, MAX_ANCHOR_POOL)
+    return jsonify(anchor_pool_body(current_searcher().store, per_label, current_config().server.radius))
+
+
+def anchor_pool_body(store: Store, per_label: int, radius: int) -> dict[str, Any]:
+    """The JSON of ``/api/anchors/pool``: per label, ``per_label`` items drawn with a fixed seed
+    (every client gets the same pool), each with its code and all of its labels."""
+    counts = store.label_counts()
+    ids = sorted({int(i) for name in counts for i in store.codes_with_label(name, per_label, 0)[0]})
+    rows = store.images(ids)
+    return {
+        "per_label": per_label,
+        "radius": radius,
+        "labels": [{"name": name, "count": n} for name, n in counts.items()],
+        "items": [{"id": i, "code": rows[i].code.hex(), "labels": list(rows[i].labels)} for i in ids],
+    }
 
 
 @api.get("/labels")

@@ -75,9 +75,31 @@
     $("protected-code").textContent = r.code;
     $("protected-label").textContent = r.protected_likely_label || "none";
     $("send-bytes").textContent = r.sent_bytes;
+    showExposure(status.mode, r.server_views);
     drawCurve($("curve"), r.trace);
     $("outcome").hidden = false;
     $("outcome-title").scrollIntoView({ block: "start" });
+  }
+
+  // Before sending: what the server's model infers after each re-encoding (computed here), and the
+  // benchmark's rows for this mode (rendered by the page, one set per mode).
+  function showExposure(mode, views) {
+    const cell = (text, cls) => {
+      const td = document.createElement("td");
+      td.textContent = text || "none";
+      if (cls) td.className = cls;
+      return td;
+    };
+    $("server-views").tBodies[0].replaceChildren(...views.map((v) => {
+      const tr = document.createElement("tr");
+      tr.dataset.view = v.view;
+      tr.append(cell(v.description), cell(v.original), cell(v.protected, v.protected === v.original ? "inferred" : ""));
+      return tr;
+    }));
+    const ladder = $("ladder");
+    if (!ladder) return;
+    $("ladder-mode").textContent = mode;
+    ladder.querySelectorAll("tbody tr").forEach((tr) => { tr.hidden = tr.dataset.mode !== mode; });
   }
 
   // Hamming distance per iteration as an inline SVG line chart.

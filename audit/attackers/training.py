@@ -1,0 +1,113 @@
+"""What the attackers with models of their own train on: the server's database images, which the
+server holds, at a small size, and a hash model of another architecture trained on them.
+
+Nothing is downloaded: the second model is ``small_cnn`` trained end to end with DPSH
+(``index_builder.dpsh.dpsh_loss``) on the database split, in minutes on a CPU. Both the image
+array and the model are cached under the attackers' cache folder, keyed by the store's
+fingerprint (and the training settings), so a rerun on the same database reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from index_builder.dpsh import dpsh_loss
+from retrieval.core.config import ModelConfig
+from retrieval.core.imaging import load_image
+from retrieval.core.model import HashNet, load_checkpoint, save_checkpoint
+from retrieval.service.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Database:
+    """Every database item as the attacker holds it. Shape: pixels (n, 3, S, S) uint8,
+    labels (n, L) float32 multi-hot over ``label_names``."""
+
+    ids: np.ndarray
+    pixels: torch.Tensor
+    labels: np.ndarray
+    label_names: tuple[str, ...]
+
+    def label_sets(self, rows: np.ndarray) -> list[tuple[str, ...]]:
+        return [tuple(n for n, on in zip(self.label_names, self.labels[r]) if on) for r in rows]
+
+
+def database(searcher: Searcher, size: int, cache_dir: Path) -> Database:
+    """The database images at ``size`` x ``size`` with their labels, read once and cached."""
+    store = searcher.store
+    path = Path(cache_dir) / f"database-{store.fingerprint()[:16]}-{size}px.npz"
+    names = tuple(store.label_names())
+    if path.is_file():
+        data = np.load(path, allow_pickle=False)
+        return Database(data["ids"], torch.from_numpy(data["pixels"]), data["labels"], names)
+    ids = sorted({int(i) for n in names for i in store.codes_with_label(n, 10**9, 0)[0]})
+    rows = store.images(ids)
+    pix = np.zeros((len(ids), 3, size, size), dtype=np.uint8)
+    labels = np.zeros((len(ids), len(names)), dtype=np.float32)
+    for r, i in enumerate(tqdm(ids, desc=f"database images at {size} px", unit="image")):
+        img = load_image(searcher.image_path(i)).resize((size, size))
+        pix[r] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+        labels[r] = [n in rows[i].labels for n in names]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path.with_suffix(".tmp.npz"), ids=np.array(ids, dtype=np.int64), pixels=pix, labels=labels)
+    path.with_suffix(".tmp.npz").replace(path)
+    return Database(np.array(ids, dtype=np.int64), torch.from_numpy(pix), labels, names)
+
+
+@dataclass(frozen=True)
+class SecondModelSettings:
+    """How the attacker trains its own hash model (DPSH, end to end)."""
+
+    backbone: str = "small_cnn"
+    image_size: int = 28
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    eta: float = 0.1
+    seed: int = 0
+
+
+def second_model(db: Database, hash_bits: int, settings: SecondModelSettings, cache_dir: Path) -> HashNet:
+    """The attacker's own hash model on ``db`` (cached by the database and the settings)."""
+    key = json.dumps(
+        {"ids": hashlib.sha256(db.ids.tobytes()).hexdigest(), "bits": hash_bits, **vars(settings)}
+    )
+    folder = Path(cache_dir) / f"second-model-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if (folder / "model.json").is_file():
+        return load_checkpoint(folder)[0]
+    torch.manual_seed(settings.seed)
+    model = HashNet(
+        ModelConfig(backbone=settings.backbone, hash_bits=hash_bits, image_size=settings.image_size),
+        load_pretrained=False,
+    )
+    _fit(model, db, settings)
+    save_checkpoint(model.eval(), folder, model.card(dataset="attacker's own", label_names=db.label_names))
+    return load_checkpoint(folder)[0]
+
+
+def _fit(model: HashNet, db: Database, s: SecondModelSettings) -> None:
+    """DPSH over the whole database: the bank holds every item's latest output."""
+    labels = torch.from_numpy(db.labels)
+    bank = torch.zeros(len(db.ids), model.hash_bits)
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+    gen = torch.Generator().manual_seed(s.seed)
+    model.train()
+    for _ in tqdm(range(s.epochs), desc="train the attacker's second model", unit="epoch"):
+        for rows in torch.randperm(len(db.ids), generator=gen).split(s.batch_size):
+            u = model(db.pixels[rows].float() / 255)
+            bank[rows] = u.detach()
+            loss = dpsh_loss(u, bank, (labels[rows] @ labels.T > 0).float(), s.eta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
