@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from audit.ladder import BASELINE, LadderEntry, LadderSummary
+from audit.ladder import BASELINE, AttackerInfo, LadderEntry, LadderSummary
 
 DEFEAT_MARGIN = 0.10  # "defeated": at most chance + 10 points of true labels inferred
 ADVICE = {
@@ -135,3 +135,15 @@ def to_json(s: LadderSummary, **extra) -> dict:
         "auc": s.auc,
         "attackers": [asdict(a) for a in s.attackers],
     }
+
+
+def summary_from_json(saved: dict) -> LadderSummary:
+    """The summary back from :func:`to_json`'s output (to re-render a finished run's reports)."""
+    return LadderSummary(
+        tuple(saved["groups"]),
+        tuple(AttackerInfo(**a) for a in saved["attackers"]),
+        saved["labelled"],
+        {row["attacker"]: row["shares"] for row in saved["rows"]},
+        saved["auc"],
+        saved["chance"],
+    )

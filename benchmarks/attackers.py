@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from audit.attackers import ATTACKERS, LadderSettings, build_ladder, parse_names
 from audit.attackers.training import SecondModelSettings
 from audit.ladder import Upload, run_ladder, summarise
-from audit.ladder_report import csv_rows, format_table, markdown, protects_from, to_json
+from audit.ladder_report import csv_rows, format_table, markdown, protects_from, summary_from_json, to_json
 from audit.logs import read_log_http
 from index_builder.datasets import open_dataset
 from index_builder.splits import make_splits
@@ -70,6 +71,11 @@ BATCH = 16
 def main() -> None:
     args = _args()
     cfg = load_config(args.config)
+    if args.report_from:  # re-render the reports of a finished run, e.g. after a wording change
+        saved = json.loads(Path(args.report_from).read_text())
+        meta = {k: saved[k] for k in ("command", "per_label", "seed")}
+        _report(args, cfg, summary_from_json(saved), saved["facts"], meta)
+        return
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     rng = np.random.default_rng(args.seed)
@@ -104,7 +110,8 @@ def main() -> None:
     attackers = build_ladder(searcher, settings, cfg.work_dir / "attackers")
     entries = run_ladder(attackers, sorted(uploads, key=lambda u: u.id))
     summary = summarise(entries, attackers)
-    _report(args, cfg, summary, facts)
+    command = "python benchmarks/attackers.py " + " ".join(sys.argv[1:])
+    _report(args, cfg, summary, facts, {"command": command, "per_label": args.per_label, "seed": args.seed})
 
 
 def _args() -> argparse.Namespace:
@@ -119,7 +126,11 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--pixel-size", type=int, default=28)
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"), help="folder of attackers.csv/.md")
     ap.add_argument("--client-json", default=str(ROOT / "webui" / "static" / "attackers.json"))
+    ap.add_argument("--report-from", help="only rewrite the reports from a saved attackers.json")
+    ap.add_argument("--threads", type=int, help="torch threads (1 avoids oversubscription on a shared CPU)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.attackers = parse_names(args.attackers)
     args.protection = tuple(args.protection or DEFAULT_PROTECTIONS)
     return args
@@ -158,7 +169,7 @@ def _send_all(cfg: Config, url: str, images, sample, carriers, args, tmp: Path):
         codes.add(server.search(data)["code"])
         sent[_sha(data)] = ("plain", t)
     facts["plain"] = {"n": len(sample), "distinct_codes": len(codes)}
-    for name in args.protection:
+    for name in tqdm(args.protection, desc="protect and send", unit="variant"):
         variant = PROTECTIONS[name]
         p = Protector(protector.model, replace(privacy, **variant.privacy), protector.pool, protector.rng)
         done = []
@@ -189,8 +200,8 @@ def _facts(done, truth) -> dict:
     }
 
 
-def _report(args, cfg: Config, summary, facts: dict) -> None:
-    command = "python benchmarks/attackers.py " + " ".join(sys.argv[1:])
+def _report(args, cfg: Config, summary, facts: dict, meta: dict) -> None:
+    command = meta["command"]
     table = format_table(summary)
     lines = [_fact_line(name, f) for name, f in facts.items()]
     print(table)
@@ -203,8 +214,8 @@ def _report(args, cfg: Config, summary, facts: dict) -> None:
         writer.writerows(csv_rows(summary))
     header = (
         f"Written by `{command}` ({cfg.data.dataset}, {cfg.model.backbone} {cfg.model.hash_bits} bits, "
-        f"radius {cfg.server.radius}; {args.per_label} query-split images per label in each group, seed "
-        f"{args.seed}; share of uploads whose true label each attacker inferred; detector AUC: plain "
+        f"radius {cfg.server.radius}; {meta['per_label']} query-split images per label in each group, seed "
+        f"{meta['seed']}; share of uploads whose true label each attacker inferred; detector AUC: plain "
         "uploads against that group)."
     )
     (out / "attackers.md").write_text(
@@ -221,7 +232,7 @@ def _report(args, cfg: Config, summary, facts: dict) -> None:
         )
         + "\n"
     )
-    extra = {"command": command, "dataset": cfg.data.dataset, "per_label": args.per_label, "facts": facts}
+    extra = {**meta, "dataset": cfg.data.dataset, "facts": facts}
     Path(args.client_json).write_text(json.dumps(to_json(summary, **extra), indent=1) + "\n")
     print(f"wrote {out / 'attackers.csv'}, {out / 'attackers.md'} and {args.client_json}")
 
