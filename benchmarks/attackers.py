@@ -88,15 +88,18 @@ def main() -> None:
         )
         try:
             url = f"http://127.0.0.1:{port}"
+            before = max((r.id for r in read_log_http(url, token, limit=1, uploads=False)), default=0)
             sent, facts = _send_all(cfg, url, images, sample, carriers, args, Path(tmp))
-            rows = read_log_http(url, token, limit=len(sent) + 10)
+            rows = [r for r in read_log_http(url, token, limit=len(sent) + 100) if r.id > before]
         finally:
             stop(server)
     uploads = [
         Upload(r.id, r.upload, *sent[_sha(r.upload)]) for r in rows if r.upload and _sha(r.upload) in sent
     ]
-    if len(uploads) != len(sent):
-        raise SystemExit(f"the query log holds {len(uploads)} of the {len(sent)} uploads sent")
+    if len(uploads) != len(rows) or {_sha(u.data) for u in uploads} != set(sent):
+        raise SystemExit(
+            f"the query log holds {len(uploads)} of the {len(sent)} uploads sent ({len(rows)} new rows)"
+        )
     searcher = open_searcher(cfg)
     settings = LadderSettings(
         names=args.attackers,
