@@ -335,3 +335,43 @@ def test_web_client_with_a_seed_repeats_across_launches(served, tmp_path) -> Non
     ]
     assert first[0]["target_code"] == first[1]["target_code"] and first[0]["code"] == first[1]["code"]
     assert first[0]["randomness"] == "seed"
+
+
+def test_noise_method_draws_fresh_noise_unless_seeded() -> None:
+    """The one attack that draws: torch's global generator has the same seed in every process, so
+    an unseeded Noise must not use it."""
+    from privacy.attacks import Noise
+    from retrieval.core.config import ModelConfig
+    from retrieval.core.model import HashNet
+
+    model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32))
+    x, target = torch.rand(1, 3, 32, 32), np.zeros((1, 2), np.uint8)
+    seeded = [Noise(model, seed=5, early_stop=False)(x, target).images for _ in range(2)]
+    assert torch.equal(seeded[0], seeded[1])
+    torch.manual_seed(0)
+    a = Noise(model, early_stop=False)(x, target).images
+    torch.manual_seed(0)
+    b = Noise(model, early_stop=False)(x, target).images
+    assert not torch.equal(a, b)  # same global seed, different noise
+
+
+def test_local_protect_draws_from_the_same_pool_and_honours_the_pin(served, tmp_path) -> None:
+    """`hashveil protect` without --server: the local model and store, the same pool route body."""
+    cfg, _, _ = served
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(random_png(np.random.default_rng(8)))
+    config = write_config(tmp_path / "local.toml", cfg)
+
+    def run(*flags: str):
+        out = tmp_path / f"out{time.monotonic_ns()}"
+        result = CliRunner().invoke(
+            main, ["--config", str(config), "protect", str(folder), "--out", str(out), *flags]
+        )
+        return result, out / "a.protected.json"
+
+    (r1, j1), (r2, j2) = run("--seed", "2"), run("--seed", "2")
+    assert r1.exit_code == r2.exit_code == 0, r1.output
+    assert json.loads(j1.read_text())["target_code"] == json.loads(j2.read_text())["target_code"]
+    bad, _ = run("--model-sha256", "cd" * 32)
+    assert bad.exit_code == 1 and "expected " + "cd" * 32 in bad.output

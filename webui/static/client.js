@@ -70,6 +70,7 @@
     $("m-iterations").textContent = r.iterations + " of " + r.steps;
     $("m-distance").textContent = r.distance + (r.reached ? " (reached)" : "");
     $("m-target").textContent = r.target_label ? "label " + r.target_label : status.mode;
+    $("m-randomness").textContent = r.randomness === "seed" ? "a fixed seed (repeatable, predictable)" : "fresh OS entropy";
     $("original-code").textContent = r.original_code;
     $("original-label").textContent = r.original_likely_label || "none";
     $("protected-code").textContent = r.code;
