@@ -128,7 +128,7 @@ def test_pixel_knn_matches_numpy_and_ignores_a_small_perturbation(world) -> None
 
 def test_second_model_is_trained_by_the_attacker_and_reads_plain_uploads(world) -> None:
     searcher, db, queries = world["searcher"], world["db"], world["queries"]
-    settings = SecondModelSettings(image_size=16, epochs=8, lr=3e-3, eta=0.01, batch_size=32)
+    settings = SecondModelSettings(image_size=16, epochs=8, batch_size=32)
     model = second_model(db, searcher.hash_bits, settings, world["cache"])
     assert model.backbone_name == "small_cnn" and model.image_size == 16
     again = second_model(db, searcher.hash_bits, settings, world["cache"])  # read back from the cache
@@ -184,7 +184,8 @@ def _random_client(queries, other) -> list[OwnUpload]:
 
 
 def test_knowing_attackers_table_threshold_and_backoff(tmp_path, world) -> None:
-    assert best_threshold(np.array([0.5, 0.7, 0.9]), np.array([0.01, 0.02, 0.6])) == pytest.approx(0.5)
+    # protected [2.1, 3.5, 1.5] against plain [0.2, 0.3, 1.0]: from 1.5 on, both are told apart
+    assert best_threshold(np.array([2.1, 3.5, 1.5]), np.array([0.2, 0.3, 1.0])) == pytest.approx(1.5)
     table = {
         ("a", "a", 1): Counter({"b": 3, "c": 1}),
         ("a", "b", 1): Counter({"c": 2}),
@@ -195,7 +196,8 @@ def test_knowing_attackers_table_threshold_and_backoff(tmp_path, world) -> None:
     attacker = KnowsTheClient(world["searcher"], RADIUS, table, 0.25)
     assert attacker.lookup(("a", "a", 1)) == "b"
     assert attacker.lookup(("a", "z", 1)) == "b"  # backs off to (sent, looks protected): b 3, c 3 -> b
-    assert attacker.lookup(("q", "q", 0)) == "q"  # never seen: the label as sent
+    assert attacker.lookup(("q", "q", 0)) == "q"  # never seen: the label after JPEG
+    assert attacker.lookup(("a", "b", 1)) == "b"  # a cell of 2 < MIN_CELL backs off to (sent, protected)
 
 
 def test_roc_auc_and_summary_by_hand() -> None:

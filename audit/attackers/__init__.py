@@ -28,6 +28,7 @@ from retrieval.service.search import Searcher
 
 log = logging.getLogger(__name__)
 ATTACKERS = ("naive", *SERVER_TRANSFORMS, "pixel-knn", "second-model", "inversion")
+KNOWING_VERSION = 2  # bump when the knowing attacker's features change: its cached tables go stale
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def _knowing(searcher: Searcher, s: LadderSettings, cache_dir: Path, reader: Cod
             "per_label": s.inversion_per_label,
             "modes": s.inversion_modes,
             "seed": s.seed,
+            "version": KNOWING_VERSION,
         },
         sort_keys=True,
     )

@@ -5,12 +5,15 @@ and sends plain ones too, then learns what each reading of an upload means: a lo
 (the label the server's model infers from the upload as sent, the label after JPEG quality 75,
 whether the upload looks protected) to the true label. Anything predictable in the client, such
 as a fixed seed, a fixed target for each label, or an untargeted code that is the complement of
-the true one, becomes a key to this table.
+the true one, becomes a key to this table. Cells seen fewer than ``MIN_CELL`` times back off to
+(label after JPEG, looks protected), then to (label as sent, looks protected); with no level that
+well supported, the first level seen at all answers, and with none, the label after JPEG.
 
-"Looks protected" is its detector: a protection stops as soon as the code reaches the target, so
-the relaxed outputs of a protected upload sit a hair past zero; ``detect`` is minus the smallest
-|C_j(x)| of the server's model, and the threshold is the one that best separates the attacker's
-own protected and plain uploads.
+"Looks protected" is its detector, from what it knows of the client: a protection stops as soon
+as the code reaches the target, so a protected upload sits a hair past the model's boundaries.
+``detect`` counts the bits that flip when the upload is re-encoded as JPEG quality 75, plus
+1 - the smallest relaxed output |C_j(x)| (capped at 1) to break ties; the threshold is the one
+that best separates the attacker's own protected and plain uploads.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from retrieval.service.search import Searcher
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, int]
+MIN_CELL = 3  # a table cell answers only when it has seen at least this many uploads
 
 
 class KnowsTheClient(Attacker):
@@ -65,28 +69,34 @@ class KnowsTheClient(Attacker):
         true-label counts) from uploads the attacker made itself."""
         attacker = cls(searcher, radius, {}, 0.0, reader)
         data = [u.upload for u in uploads]
-        margins = attacker.margins(data)
+        scores = np.array(attacker.detect_many(data))
         plain = np.array([u.group == "plain" for u in uploads])
         if plain.any() and (~plain).any():
-            attacker.threshold = best_threshold(margins[plain], margins[~plain])
-        for u, key in zip(uploads, attacker.features(data, margins)):
+            attacker.threshold = best_threshold(scores[~plain], scores[plain])
+        for u, key in zip(uploads, attacker.features(data, scores)):
             attacker.table.setdefault(key, Counter())[u.true_label] += 1
         return attacker
 
     def margins(self, uploads: Sequence[bytes]) -> np.ndarray:
         """Smallest |C_j(x)| of the server's model per upload: how close the code is to flipping."""
-        out = []
+        images = [pixels(u) for u in uploads]
+        out = np.zeros(len(images))
+        by_shape: dict[tuple, list[int]] = {}
+        for i, x in enumerate(images):
+            by_shape.setdefault(tuple(x.shape), []).append(i)
         model = self.searcher.model.eval()
         with torch.inference_mode():
-            for u in uploads:
-                c = model(pixels(u).unsqueeze(0).to(model.device))
-                out.append(float(c.abs().min()))
-        return np.array(out)
+            for rows in by_shape.values():
+                for start in range(0, len(rows), 64):
+                    chunk = rows[start : start + 64]
+                    c = model(torch.stack([images[i] for i in chunk]).to(model.device))
+                    out[chunk] = c.abs().amin(dim=1).cpu().numpy()
+        return out
 
-    def features(self, uploads: Sequence[bytes], margins: np.ndarray | None = None) -> list[Key]:
-        margins = self.margins(uploads) if margins is None else margins
+    def features(self, uploads: Sequence[bytes], scores: np.ndarray | None = None) -> list[Key]:
+        scores = np.array(self.detect_many(uploads)) if scores is None else scores
         sent, jpeg = self.sent.infer_many(uploads), self.jpeg.infer_many(uploads)
-        return [(s or "", j or "", int(m < self.threshold)) for s, j, m in zip(sent, jpeg, margins)]
+        return [(s or "", j or "", int(x >= self.threshold)) for s, j, x in zip(sent, jpeg, scores)]
 
     def infer_many(self, uploads: Sequence[bytes]) -> list[str | None]:
         return [self.lookup(key) for key in self.features(uploads)]
@@ -95,30 +105,38 @@ class KnowsTheClient(Attacker):
         return self.infer_many([upload])[0]
 
     def detect_many(self, uploads: Sequence[bytes]) -> list[float]:
-        return (-self.margins(uploads)).tolist()
+        flips = np.array(self.jpeg.detect_many(uploads))
+        return (flips + 1 - np.minimum(self.margins(uploads), 1.0)).tolist()
 
     def detect(self, upload: bytes) -> float:
         return self.detect_many([upload])[0]
 
     def lookup(self, key: Key) -> str | None:
-        """The most frequent true label seen with ``key``; backs off to (sent, looks protected),
-        then to the label as sent."""
-        if key in self.table:
-            return majority_of(self.table[key])
-        partial = Counter()
-        for (s, _, p), counts in self.table.items():
-            if (s, p) == (key[0], key[2]):
-                partial.update(counts)
-        return majority_of(partial) if partial else (key[0] or None)
+        """The most frequent true label seen with ``key``, backing off as the module says (a
+        level with any evidence beats none when no level has ``MIN_CELL`` uploads)."""
+        sent, jpeg, protected = key
+        levels = [Counter(), Counter(), Counter()]
+        for k, counts in self.table.items():
+            for level, match in zip(
+                levels, (k == key, (k[1], k[2]) == (jpeg, protected), (k[0], k[2]) == (sent, protected))
+            ):
+                if match:
+                    level.update(counts)
+        for least in (MIN_CELL, 1):
+            for level in levels:
+                if sum(level.values()) >= least:
+                    return majority_of(level)
+        return jpeg or sent or None
 
 
-def best_threshold(plain: np.ndarray, protected: np.ndarray) -> float:
-    """The margin below which an upload is called protected, maximising balanced accuracy."""
+def best_threshold(protected: np.ndarray, plain: np.ndarray) -> float:
+    """The score from which an upload is called protected (score >= threshold), maximising
+    balanced accuracy on the attacker's own uploads."""
     candidates = np.unique(np.concatenate([plain, protected]))
     if not len(candidates):
         return 0.0
     cuts = np.concatenate([candidates, [candidates[-1] + 1.0]])
-    score = [((protected < t).mean() + (plain >= t).mean()) / 2 for t in cuts]
+    score = [((protected >= t).mean() + (plain < t).mean()) / 2 for t in cuts]
     return float(cuts[int(np.argmax(score))])
 
 

@@ -97,10 +97,10 @@
       tr.append(cell(v.description), cell(v.original), cell(v.protected, v.protected === v.original ? "inferred" : ""));
       return tr;
     }));
-    const ladder = $("ladder");
+    const ladder = $("ladder-section");
     if (!ladder) return;
     $("ladder-mode").textContent = mode;
-    ladder.querySelectorAll("tbody tr").forEach((tr) => { tr.hidden = tr.dataset.mode !== mode; });
+    ladder.querySelectorAll("[data-mode]").forEach((el) => { el.hidden = el.dataset.mode !== mode; });
   }
 
   // Hamming distance per iteration as an inline SVG line chart.
