@@ -63,6 +63,8 @@ PROTECTIONS: dict[str, Protection] = {
     "untargeted": Protection("untargeted"),
     "carrier": Protection("carrier"),
     "semantic-high": Protection("semantic", {"eps": 16 / 255, "steps": 300}),
+    "semantic-jitter1": Protection("semantic", {"target_jitter": 1}),
+    "semantic-jitter2": Protection("semantic", {"target_jitter": 2}),
 }
 DEFAULT_PROTECTIONS = ("semantic", "untargeted", "carrier")
 BATCH = 16

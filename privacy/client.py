@@ -22,7 +22,7 @@ from privacy.metrics import linf, psnr
 from privacy.pool import AnchorPool
 from privacy.presets import check_mode
 from privacy.remote import RemoteService
-from privacy.targets import carrier_target, draw_target_label, rng_from, untargeted_target
+from privacy.targets import carrier_target, draw_target_label, jitter, rng_from, untargeted_target
 from retrieval.core.codes import hamming, to_hex
 from retrieval.core.config import PrivacyConfig
 from retrieval.core.imaging import to_png
@@ -84,7 +84,8 @@ class Protector:
 
     def target_for(self, own_code: np.ndarray, target_label: str | None) -> tuple[np.ndarray, str]:
         """Semantic mode: a target label (given, or drawn from the prior without the image's own
-        likely label) and the P2S anchor of a fresh random subset of its pool items. (1, K/8)."""
+        likely label) and the P2S anchor of a fresh random subset of its pool items, with
+        ``cfg.target_jitter`` random bits flipped. (1, K/8)."""
         eligible = self.pool.eligible(self.cfg.n_anchor)
         if target_label is None:
             if not eligible:
@@ -97,7 +98,8 @@ class Protector:
             raise ValueError(
                 f"unknown target label {target_label!r}; known: {sorted(self.pool.label_counts)}"
             )
-        return self.pool.draw_anchor(target_label, self.cfg.n_anchor, self.rng), target_label
+        anchor = self.pool.draw_anchor(target_label, self.cfg.n_anchor, self.rng)
+        return jitter(anchor, self.cfg.target_jitter, self.rng), target_label
 
     def protect(
         self,

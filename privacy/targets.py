@@ -89,6 +89,16 @@ def draw_target_label(own_label: str | None, eligible: Mapping[str, int], rng: n
     return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 
+def jitter(code: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """``code`` (1, K/8) with ``bits`` distinct bits, drawn with ``rng``, flipped."""
+    signs = unpack(as_codes(code))
+    k = signs.shape[1]
+    if not 0 <= bits <= k:
+        raise ValueError(f"jitter must be an int in [0, {k}] bits; got {bits}")
+    signs[0, rng.choice(k, size=bits, replace=False)] *= -1
+    return pack(signs)
+
+
 def untargeted_target(own_code: np.ndarray) -> np.ndarray:
     """Non-targeted protection: the bitwise complement of the image's own code (distance K)."""
     return np.bitwise_not(as_codes(own_code))

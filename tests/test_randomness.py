@@ -375,3 +375,38 @@ def test_local_protect_draws_from_the_same_pool_and_honours_the_pin(served, tmp_
     assert json.loads(j1.read_text())["target_code"] == json.loads(j2.read_text())["target_code"]
     bad, _ = run("--model-sha256", "cd" * 32)
     assert bad.exit_code == 1 and "expected " + "cd" * 32 in bad.output
+
+
+def test_jitter_spreads_targets_that_a_concentrated_pool_would_collide() -> None:
+    """On a database whose items of a label share one code (as on the default demo), fresh anchor
+    subsets all give that code; flipping 2 random bits of it gives >= 90 distinct targets in 100."""
+    from privacy.client import Protector
+    from privacy.targets import jitter
+    from retrieval.core.codes import hamming
+    from retrieval.core.config import ModelConfig, PrivacyConfig
+    from retrieval.core.model import HashNet
+
+    code = pack(np.array([[1, -1] * 8]))
+    assert hamming(jitter(code, 3, np.random.default_rng(0)), code)[0, 0] == 3
+    assert np.array_equal(jitter(code, 0, np.random.default_rng(0)), code)
+    with pytest.raises(ValueError, match=r"jitter must be an int in \[0, 16\]"):
+        jitter(code, 17, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    names = [f"label{j}" for j in range(10)]  # 10 labels, 32 bits: the default demo's shape
+    centres = {n: pack(rng.choice([-1, 1], size=(1, 32))) for n in names}
+    items = [
+        {"id": 10 * j + i, "code": centres[n][0].tobytes().hex(), "labels": [n]}
+        for j, n in enumerate(names)
+        for i in range(10)
+    ]
+    pool = AnchorPool.from_json(
+        {"per_label": 10, "radius": 2, "labels": [{"name": n, "count": 10} for n in names], "items": items}
+    )
+    model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=32, image_size=32))
+    own = pack(np.ones((1, 32)))[0]
+    for bits, fewest, most in ((0, 1, 10), (2, 90, 100)):
+        p = Protector(model, PrivacyConfig(seed=4, target_jitter=bits), pool)
+        targets = [p.target_for(own, None) for _ in range(100)]
+        assert fewest <= len({t.tobytes() for t, _ in targets}) <= most
+        for t, label in targets:  # each is its label's code with exactly `bits` bits flipped
+            assert hamming(t, centres[label])[0, 0] == bits

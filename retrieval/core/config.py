@@ -150,6 +150,7 @@ class PrivacyConfig:
     # who knows it can predict every target.
     seed: int = UNSET_SEED
     anchor_pool: int = 256  # database codes per label fetched once (and cached); anchors are drawn from them
+    target_jitter: int = 0  # bits of a semantic target flipped at random, so protected codes do not collide
     model_sha256: str = ""  # "" = trust the server's model card; else refuse any other model
 
     def __post_init__(self) -> None:
@@ -162,6 +163,7 @@ class PrivacyConfig:
         _int_range("privacy.n_anchor", self.n_anchor, 1, 10**4)
         _int_range("privacy.seed", self.seed, UNSET_SEED, 2**63 - 1)
         _int_range("privacy.anchor_pool", self.anchor_pool, 1, MAX_ANCHOR_POOL)
+        _int_range("privacy.target_jitter", self.target_jitter, 0, 64)
         if self.n_anchor > self.anchor_pool:
             raise ValueError(
                 f"privacy.n_anchor ({self.n_anchor}) must be <= privacy.anchor_pool ({self.anchor_pool}): "
