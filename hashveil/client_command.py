@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
-from hashveil.group import ca_bundle_option, config_of, guard, main
+from hashveil.group import config_of, guard, main
+from hashveil.options import trust_options
 
 
 @main.command()
 @click.option("--server", "server_url", required=True, help="the search server, e.g. http://127.0.0.1:5000")
 @click.option("--port", type=int, help="local port of the client app (client.port, default 5001; 0 = any)")
-@ca_bundle_option
+@trust_options
 @click.pass_context
-def client(ctx, server_url: str, port: int | None, ca_bundle: str | None) -> None:
+def client(ctx, server_url: str, port: int | None, trust) -> None:
     """The privacy client as a local web app (localhost only): protect, then send only the protected image.
 
     It prints the URL to open, with a token that is new at every launch: the client answers only
@@ -23,7 +24,7 @@ def client(ctx, server_url: str, port: int | None, ca_bundle: str | None) -> Non
     from webui.client import create_client_app
     from webui.launch import launch_url
 
-    cfg = config_of(ctx, client={"port": port, "ca_bundle": ca_bundle})
+    cfg = trust.apply(ctx, config_of(ctx, client={"port": port}))
     app = guard(create_client_app, server_url, cfg)
     try:
         server = create_server(app, host="127.0.0.1", port=cfg.client.port, threads=4)

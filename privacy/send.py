@@ -1,8 +1,8 @@
 """``hashveil query``: protect here, encode in the chosen format, check the file, send only it.
 
-Like :func:`privacy.client.query`, with the file format of :mod:`privacy.encode`: the bytes that
-leave this machine are the encoded file, and the code the server answers with can be compared
-with the code computed here from the same bytes.
+The one path from an image to a server's answer (CLI, tests, benchmarks): the bytes that leave this
+machine are the file of :mod:`privacy.encode`'s format, and the code the server answers with can be
+compared with the code computed here from the same bytes.
 """
 
 from __future__ import annotations

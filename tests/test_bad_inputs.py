@@ -73,7 +73,7 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_answering(served) -> 
         "radius 17 (above the bit length)": "radius must be an int in [0, 16]; got 17",
         "k 0": "k must be an int in [1, 50]; got 0",
         "k 10**12": "got 1000000000000",
-        "unknown label": "unknown label 'horse'",
+        "anchor pool size 0": "per_label must be an int in [1, 1000]; got '0'",
         "admin: wrong token": "wrong admin token",
         "image id beyond int64": "not found",
     }

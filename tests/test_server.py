@@ -142,16 +142,8 @@ def test_images_by_id_and_thumbnails(client, service) -> None:
         assert bad.status_code == status and "error" in bad.get_json(), url
 
 
-def test_anchors_labels_stats_health(client, db) -> None:
-    resp = client.get("/api/anchors?label=square&n=5&seed=1")
-    body = resp.get_json()
-    assert resp.status_code == 200 and body["count"] == len(body["ids"]) == 5
-    codes = dict(zip(db[0].tolist(), db[1]))
-    assert body["codes"] == [to_hex(codes[i]) for i in body["ids"]]
-    assert client.get("/api/anchors?label=square&n=5&seed=1").get_json() == body
-    assert client.get("/api/anchors?label=horse").status_code == 404
-    for q in ("", "?label=square&n=0", "?label=square&n=101", "?label=square&seed=-1"):
-        assert client.get("/api/anchors" + q).status_code == 400, q
+def test_labels_stats_health(client) -> None:
+    assert client.get("/api/anchors?label=square").status_code == 404  # gone: it named the target
     labels = client.get("/api/labels").get_json()["labels"]
     assert [entry["name"] for entry in labels] == list(LABELS)
     store_counts = Store(client.application.extensions["hashveil"]["config"].db_url).label_counts()
@@ -159,6 +151,32 @@ def test_anchors_labels_stats_health(client, db) -> None:
     stats = client.get("/api/stats").get_json()
     assert (stats["items"], stats["hash_bits"], stats["index_kind"]) == (N_IMAGES, BITS, "flat")
     assert (stats["backbone"], stats["dataset"], stats["metrics"]) == ("small_cnn", "tiny", {"map": 0.5})
+
+
+def test_anchor_pool_names_no_label_and_holds_every_label(client, db, service) -> None:
+    """/api/anchors/pool: per_label items of every label, each with its code and all its labels,
+    the same answer for every client (nothing in it depends on who asks or what for)."""
+    body = client.get("/api/anchors/pool?per_label=20").get_json()
+    store = Store(service.db_url)
+    counts = store.label_counts()
+    assert body["per_label"] == 20 and body["radius"] == service.server.radius
+    assert body["labels"] == [{"name": n, "count": c} for n, c in counts.items()]
+    rows = store.images([item["id"] for item in body["items"]])
+    codes = dict(zip(db[0].tolist(), db[1]))
+    for item in body["items"]:
+        assert item["code"] == to_hex(codes[item["id"]]) and item["labels"] == list(rows[item["id"]].labels)
+    for (
+        name,
+        count,
+    ) in counts.items():  # at least per_label items of each label (multi-label items count twice)
+        assert sum(name in item["labels"] for item in body["items"]) >= min(20, count)
+    assert len({item["id"] for item in body["items"]}) == len(body["items"])
+    assert client.get("/api/anchors/pool?per_label=20").get_json() == body
+    default = client.get("/api/anchors/pool").get_json()
+    assert default["per_label"] == 256 and len(default["items"]) == N_IMAGES  # every item fits in the pool
+    for q in ("?per_label=0", "?per_label=1001", "?per_label=x"):
+        resp = client.get("/api/anchors/pool" + q)
+        assert resp.status_code == 400 and "per_label" in resp.get_json()["error"], q
     assert client.get("/api/health").get_json()["status"] == "ok"
 
 

@@ -17,10 +17,9 @@ from retrieval.core.config import override
 from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from testkit.data import write_config
-from testkit.service import build_tiny_service
+from testkit.service import CLIENT_BASE, build_tiny_service, opened_client
 from testkit.tls import make_certificates, tls_server
 from webui.client import create_client_app
-from webui.launch import launch_url
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +71,7 @@ def test_client_app_reaches_an_https_server_only_with_its_ca(https) -> None:
     for ca, reachable in ((str(https["ca"]), True), ("", False)):
         cfg = override(https["cfg"], client={"ca_bundle": ca})
         app = create_client_app(https["url"], cfg)
-        http = app.test_client()
-        base = "http://127.0.0.1:5001"
-        http.get(launch_url(app, 5001).removeprefix(base), base_url=base)
-        page = http.get("/", base_url=base).get_data(as_text=True)
+        page = opened_client(app).get("/", base_url=CLIENT_BASE).get_data(as_text=True)
         assert all((f'value="{name}"' in page) == reachable for name in labels), ca
         assert ("--ca-bundle FILE" in page) != reachable
 

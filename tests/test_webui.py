@@ -313,6 +313,25 @@ def test_protected_query_end_to_end(sites, protected):
         page.inner_text("#m-file").startswith("PNG, ") and page.inner_text("#m-file-check") == "at the target"
     )
 
+    # before sending: the server's model's reading of both images, as sent and re-encoded, and the
+    # rows the benchmark measured for this mode (or a note that none ships)
+    views = page.eval_on_selector_all(
+        "#server-views tbody tr",
+        "els => els.map(e => [e.dataset.view, e.cells[1].innerText, e.cells[2].innerText])",
+    )
+    assert [v[0] for v in views] == ["sent", "jpeg90", "jpeg75", "resize0.5"]
+    assert views[0][1:] == [result["original_likely_label"], result["protected_likely_label"]]
+    assert views == [
+        [v["view"], v["original"] or "none", v["protected"] or "none"] for v in result["server_views"]
+    ]
+    if page.query_selector("#ladder"):
+        shown = page.eval_on_selector_all(
+            "#ladder tbody tr:not([hidden])", "els => els.map(e => e.dataset.mode)"
+        )
+        assert shown and set(shown) == {"semantic"}
+    else:
+        assert "no copy of an attacker's own model" in page.inner_text("#ladder-missing")
+
     # the protected image is within the budget of the original (independent check on the PNGs)
     x = np.asarray(decode_image(protected["original"]), dtype=np.int16)
     y = np.asarray(decode_image(protected["protected_png"]), dtype=np.int16)

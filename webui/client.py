@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
 import requests
 import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
@@ -24,8 +23,10 @@ from werkzeug.exceptions import HTTPException
 
 from privacy.client import Protector
 from privacy.encode import FORMATS, Encoding, encode_verified
+from privacy.pool import AnchorPool
 from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
 from privacy.remote import RemoteService
+from privacy.targets import rng_from
 from retrieval.core.codes import to_hex
 from retrieval.core.config import Config
 from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, to_tensor
@@ -34,6 +35,7 @@ from retrieval.core.params import parse_int
 from retrieval.core.votes import majority_of
 from retrieval.websecurity import LOOPBACK_NAMES, HostRule, secure_app
 from webui.assets import register_assets
+from webui.exposure import measured_ladder, server_views
 from webui.imagery import perturbation_png
 from webui.jobs import Busy, Job, JobRunner
 from webui.launch import install_token
@@ -63,23 +65,34 @@ def create_client_app(server_url: str, cfg: Config) -> Flask:
 
 
 class ClientState:
-    """The server connection, the downloaded model and the job runner of one client app."""
+    """The server connection, the downloaded model and anchor pool, and the job runner of one client app.
+
+    One generator serves every job: fresh OS entropy, or ``privacy.seed`` when the user set one
+    (then the sequence of draws repeats from launch to launch).
+    """
 
     def __init__(self, server: RemoteService, cfg: Config) -> None:
         self.server = server
         self.cfg = cfg
         self.runner = JobRunner(self._protect)
+        self.rng = rng_from(cfg.privacy.seed)
         self._lock = threading.Lock()
         self._model: HashNet | None = None
+        self._sha256 = ""
         self._counts: dict[str, int] | None = None
-        self._anchors: dict[str, np.ndarray] = {}
+        self._pool: AnchorPool | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.work_dir) / "client-cache"
 
     def model(self) -> HashNet:
         with self._lock:
             if self._model is None:
-                self._model, _ = self.server.model(
-                    Path(self.cfg.work_dir) / "client-cache", self.cfg.model.device
+                self._model, card = self.server.model(
+                    self.cache_dir, self.cfg.model.device, pinned=self.cfg.privacy.model_sha256
                 )
+                self._sha256 = card.sha256
             return self._model
 
     def label_counts(self) -> dict[str, int]:
@@ -88,20 +101,22 @@ class ClientState:
                 self._counts = self.server.labels()
             return self._counts
 
-    def anchors(self, label: str) -> np.ndarray:
-        """Codes (never images) of database items with ``label``, fetched once per label."""
-        if label not in self._anchors:
-            self._anchors[label] = self.server.anchors(
-                label, self.cfg.privacy.n_anchor, self.cfg.privacy.seed
-            )
-        return self._anchors[label]
+    def pool(self) -> AnchorPool:
+        """Codes (never images) of every label, fetched once and cached with the model."""
+        self.model()
+        with self._lock:
+            if self._pool is None:
+                self._pool = self.server.anchor_pool(
+                    self.cfg.privacy.anchor_pool, self.cache_dir, self._sha256
+                )
+            return self._pool
 
     def _protect(self, job: Job) -> None:
         """The job's work, in the runner's thread: everything here stays on this machine."""
-        job.phase = "fetching the server's model (once)"
-        model, counts = self.model(), self.label_counts()
+        job.phase = "fetching the server's model and anchor pool (once)"
+        model, pool = self.model(), self.pool()
         privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
-        protector = Protector(model, privacy, self.anchors, counts)
+        protector = Protector(model, privacy, pool, self.rng)
         job.phase = "protecting on this machine"
         p = protector.protect(
             job.original,
@@ -126,22 +141,17 @@ class ClientState:
             "method": privacy.method,
             "trace": [int(d) for d in p.trace[: p.iterations + 1]],
             "original_code": to_hex(original_code),
-            "original_likely_label": _likely(protector, original_code),
-            "protected_likely_label": _likely(protector, p.code),
+            "original_likely_label": protector.likely_label(original_code),
+            "protected_likely_label": protector.likely_label(p.code),
+            # what a server could read from the file as sent, and after re-encoding it
+            "server_views": server_views(model, pool, job.original, to_tensor(decode_image(sent.data))),
+            "randomness": "seed" if privacy.seed >= 0 else "os-entropy",
             **sent.summary(),
             "original_bytes": job.original_bytes,
             "sent_bytes": len(pngs["protected"]),
             "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
         }
         job.pngs, job.result = pngs, p
-
-
-def _likely(protector: Protector, code: np.ndarray) -> str | None:
-    """The label whose P2S anchor is nearest, or None when no label has enough items for one."""
-    try:
-        return protector.likely_label(code)
-    except ValueError:
-        return None
 
 
 def _state() -> ClientState:
@@ -195,6 +205,7 @@ def page() -> Any:
         formats=FORMATS,
         radius=st.cfg.server.radius,
         n_anchor=st.cfg.privacy.n_anchor,
+        ladder=measured_ladder(),
         error=error,
     )
 

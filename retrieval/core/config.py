@@ -22,6 +22,8 @@ DATASETS = ("fashion_mnist", "flickr25k", "nuswide", "folder")
 LAYOUTS = ("auto", "csv", "classes", "flat")  # how a "folder" dataset gives its labels (README)
 INDEX_KINDS = ("flat", "hash", "multihash")
 INDEX_BACKENDS = ("faiss", "milvus")
+UNSET_SEED = -1  # privacy.seed: draw from fresh OS entropy
+MAX_ANCHOR_POOL = 1000  # the server's cap on database codes per label in one anchor pool
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,13 @@ class PrivacyConfig:
     step_rule: str = "scaled"
     margin: float = 0.0
     n_anchor: int = 9
-    seed: int = 0
+    # -1 = unset: the target label, the anchor items and any noise come from fresh OS entropy for
+    # every protection. A seed >= 0 makes protections reproducible (experiments only): an attacker
+    # who knows it can predict every target.
+    seed: int = UNSET_SEED
+    anchor_pool: int = 256  # database codes per label fetched once (and cached); anchors are drawn from them
+    target_jitter: int = 0  # bits of a semantic target flipped at random, so protected codes do not collide
+    model_sha256: str = ""  # "" = trust the server's model card; else refuse any other model
 
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
@@ -181,6 +189,18 @@ class PrivacyConfig:
             raise ValueError(f"privacy.eps must be in (0, 1] (pixels in [0, 1]); got {self.eps}")
         _int_range("privacy.steps", self.steps, 1, 10**5)
         _int_range("privacy.n_anchor", self.n_anchor, 1, 10**4)
+        _int_range("privacy.seed", self.seed, UNSET_SEED, 2**63 - 1)
+        _int_range("privacy.anchor_pool", self.anchor_pool, 1, MAX_ANCHOR_POOL)
+        _int_range("privacy.target_jitter", self.target_jitter, 0, 64)
+        if self.n_anchor > self.anchor_pool:
+            raise ValueError(
+                f"privacy.n_anchor ({self.n_anchor}) must be <= privacy.anchor_pool ({self.anchor_pool}): "
+                "anchors are drawn from the pool"
+            )
+        if self.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
+            raise ValueError(
+                f"privacy.model_sha256 must be 64 lowercase hex digits or empty; got {self.model_sha256!r}"
+            )
 
 
 @dataclass(frozen=True)

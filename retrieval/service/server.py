@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, abort, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from retrieval.core.codes import parse, to_hex
-from retrieval.core.config import Config
+from retrieval.core.config import MAX_ANCHOR_POOL, Config, PrivacyConfig
 from retrieval.core.imaging import (
     THUMB_MAX,
     THUMB_MIN,
@@ -31,6 +31,7 @@ from retrieval.core.imaging import (
     to_tensor,
 )
 from retrieval.core.model import WEIGHTS_FILE
+from retrieval.service.anchors import anchor_pool_body
 from retrieval.service.batcher import ImageEncoder
 from retrieval.service.http import (
     attach,
@@ -51,8 +52,7 @@ log = logging.getLogger(__name__)
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
-DEFAULT_ANCHORS = 9
-MAX_ANCHORS = 100
+DEFAULT_POOL = PrivacyConfig().anchor_pool
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs; a larger id in a URL is a 404, not an overflow
 MAX_OFFSET = 2**31 - 1
 
@@ -232,19 +232,15 @@ def model_weights() -> Response:
     return resp
 
 
-@api.get("/anchors")
-def anchors() -> Response:
-    """Ids and codes (never images) of n database items with a label, for target codes."""
-    store = current_searcher().store
-    label = request.args.get("label", "")
-    if not label:
-        raise ValueError("query arg 'label' is required")
-    n = int_param("n", DEFAULT_ANCHORS, 1, MAX_ANCHORS)
-    seed = int_param("seed", 0, 0, 2**32 - 1)
-    if label not in store.label_names():
-        abort(404, f"unknown label {label!r}")
-    ids, codes = store.codes_with_label(label, n, seed)
-    return jsonify(label=label, seed=seed, count=len(ids), ids=ids.tolist(), codes=[to_hex(c) for c in codes])
+@api.get("/anchors/pool")
+def anchor_pool() -> Response:
+    """Codes (never images) of up to ``per_label`` items of every label, the label counts and the
+    default radius: what the privacy client draws its targets from, fetched once and cached.
+
+    The request is the same for every client, so it tells the server nothing about a target.
+    """
+    per_label = int_param("per_label", DEFAULT_POOL, 1, MAX_ANCHOR_POOL)
+    return jsonify(anchor_pool_body(current_searcher().store, per_label, current_config().server.radius))
 
 
 @api.get("/labels")
