@@ -11,7 +11,7 @@ them), and runs the ladder of `audit.attackers` on the logged uploads. Prints on
 Everything random is seeded (`--seed`, printed): the images, the users' protections (seed S)
 and the knowing attacker's own protections (seed S + 1).
 
-    python benchmarks/attackers.py [--per-label 6] [--seed 0] [--protection semantic ...]
+    python -m benchmarks.attackers [--per-label 6] [--seed 0] [--protection semantic ...]
 
 A protection variant is a mode plus privacy settings, named in PROTECTIONS: add one there (e.g.
 a robust mode) and pass `--protection NAME` to measure it on the same ladder.
@@ -115,7 +115,7 @@ def main() -> None:
     attackers = build_ladder(searcher, settings, cfg.work_dir / "attackers")
     entries = run_ladder(attackers, sorted(uploads, key=lambda u: u.id))
     summary = summarise(entries, attackers)
-    command = "python benchmarks/attackers.py " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.attackers " + " ".join(sys.argv[1:])
     _report(args, cfg, summary, facts, {"command": command, "per_label": args.per_label, "seed": args.seed})
 
 

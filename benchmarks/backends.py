@@ -7,7 +7,7 @@ with), radius-query latency p50/p99 in ms (one query per call), and whether ever
 file in a temporary folder); the server is testkit/milvus.py's (the PyPI package `milvus`, on
 loopback, over gRPC).
 
-    python benchmarks/backends.py [--n 1000000] [--bits 32] [--queries 100] [--radius 2]
+    python -m benchmarks.backends [--n 1000000] [--bits 32] [--queries 100] [--radius 2]
         [--backends faiss-flat faiss-hash faiss-multihash milvus-lite milvus-server]
 """
 

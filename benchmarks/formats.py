@@ -7,7 +7,7 @@ JPEG and WebP the way `hashveil protect --format` does (privacy.encode), decodes
 file as the server would, and prints per format: the share of files whose code is still the target,
 the median file size and its ratio to the input file.
 
-    python benchmarks/formats.py [--queries 100]
+    python -m benchmarks.formats [--queries 100]
 """
 
 from __future__ import annotations

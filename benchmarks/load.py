@@ -14,7 +14,7 @@ Prints per phase: requests, errors, requests/s, p50/p99 latency, the query-log r
 against the searches answered (each must be committed before its answer), and the N-client figures
 as ratios of the 1-client ones of the same run, beside the goals of issue 15.
 
-    python benchmarks/load.py [--config config.toml | --tiny] [--clients 32] [--duration 20]
+    python -m benchmarks.load [--config config.toml | --tiny] [--clients 32] [--duration 20]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ random target label other than its own is drawn; P2S targets are anchors of n_an
 codes, P2P targets one database code. Prints one line per method and target kind, then how
 many protected codes survive JPEG re-encoding and a 0.9x resize, with and without a margin.
 
-    python benchmarks/protection.py [--queries 100] [--tanh-steps 500]
+    python -m benchmarks.protection [--queries 100] [--tanh-steps 500]
 """
 
 from __future__ import annotations

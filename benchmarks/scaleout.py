@@ -14,7 +14,7 @@ Prints, per setup: requests/s, p50/p99 latency (all, uploads, codes), errors (no
 exceptions), the query-log rows the store gained against the searches answered, and the
 machine's 1-minute load average at the end (other jobs on the machine disturb the timings).
 
-    python benchmarks/scaleout.py [--config config.toml] [--servers 2] [--clients 32] [--duration 20]
+    python -m benchmarks.scaleout [--config config.toml] [--servers 2] [--clients 32] [--duration 20]
 """
 
 from __future__ import annotations

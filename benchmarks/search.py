@@ -7,7 +7,7 @@ on the same codes is timed beside it. Results of every kind are checked against 
 each query. One thread throughout, as ``hashveil serve`` runs searches (one per request thread).
 A last block prints the flat range search as a multiple of the read floor.
 
-    python benchmarks/search.py [--sizes 25000 200000 1000000 10000000] [--queries 100] [--kinds flat]
+    python -m benchmarks.search [--sizes 25000 200000 1000000 10000000] [--queries 100] [--kinds flat]
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ def test_attackers_benchmark_on_tiny_data(tiny_trained, tmp_path) -> None:
     assert all(r["uploads"] == "8" for r in rows)  # 2 per label, 4 labels, every group
     md = (tmp_path / "attackers.md").read_text()
     assert (
-        "Written by `python benchmarks/attackers.py --config" in md
+        "Written by `python -m benchmarks.attackers --config" in md
         and "## What each mode protects you from" in md
     )
     shown = json.loads((tmp_path / "attackers.json").read_text())
