@@ -42,6 +42,7 @@ from audit.logs import read_log_http
 from index_builder.datasets import open_dataset
 from index_builder.splits import make_splits
 from privacy.client import Protector, connect
+from privacy.presets import STRENGTHS
 from retrieval.core.config import Config, load_config
 from retrieval.core.imaging import load_image, to_tensor
 from retrieval.service.search import open_searcher
@@ -62,7 +63,8 @@ PROTECTIONS: dict[str, Protection] = {
     "semantic": Protection("semantic"),
     "untargeted": Protection("untargeted"),
     "carrier": Protection("carrier"),
-    "semantic-high": Protection("semantic", {"eps": 16 / 255, "steps": 300}),
+    "semantic-high": Protection("semantic", STRENGTHS["high"]),
+    "semantic-robust": Protection("semantic", STRENGTHS["robust"]),
     "semantic-jitter1": Protection("semantic", {"target_jitter": 1}),
     "semantic-jitter2": Protection("semantic", {"target_jitter": 2}),
 }

@@ -9,7 +9,7 @@ the object turns itself into the config the library functions take.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import click
 
@@ -43,23 +43,25 @@ class ProtectionFlags:
     method: str | None
     variant: str | None
     margin: float | None
+    robust: bool | None
     private: str | None
 
     def apply(self, ctx: click.Context, cfg: Config | None = None) -> Config:
         """The config with the preset laid over it; flags given explicitly win over the preset."""
         cfg = config_of(ctx) if cfg is None else cfg
         try:
-            preset = apply_strength(cfg.privacy, self.strength)
+            cfg = replace(cfg, privacy=apply_strength(cfg.privacy, self.strength))
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
         return config_of_section(
             ctx,
             cfg,
-            eps=self.eps if self.eps is not None else preset.eps,
-            steps=self.steps if self.steps is not None else preset.steps,
+            eps=self.eps,
+            steps=self.steps,
             method=self.method,
             rnm_variant=self.variant,
             margin=self.margin,
+            robust=self.robust,
         )
 
 
@@ -120,7 +122,11 @@ protection_options = group_options(
             "--target-label",
             help="semantic mode: the label to point at (default: drawn from the label prior, never the image's own)",
         ),
-        click.option("--strength", type=click.Choice(list(STRENGTHS)), help="preset for --eps/--steps"),
+        click.option(
+            "--strength",
+            type=click.Choice(list(STRENGTHS)),
+            help="preset for --eps/--steps (robust: --robust too)",
+        ),
         click.option("--eps", type=float, help="L_inf budget in pixels [0, 1] (privacy.eps)"),
         click.option("--steps", type=int, help="most PGD steps (privacy.steps)"),
         click.option("--method", type=click.Choice(["rnm", "tanh", "noise"]), help="privacy.method"),
@@ -130,6 +136,11 @@ protection_options = group_options(
             help="privacy.rnm_variant (literal = the paper's eq. 12 as written)",
         ),
         click.option("--margin", type=float, help="privacy.margin: keep bits this far past 0"),
+        click.option(
+            "--robust/--no-robust",
+            default=None,
+            help="privacy.robust: hold the target after the server re-encodes (JPEG 90/75, 0.5x resize)",
+        ),
         click.option(
             "--private",
             type=click.Path(exists=True, dir_okay=False),

@@ -98,10 +98,16 @@ def protect(ctx, inputs, out_dir, server_url, overwrite, fmt, quality, protectio
 
 
 def _protected_line(p) -> str:
-    return (
+    line = (
         f"{p.iterations} iterations, Hamming to target {p.distance}, PSNR {p.psnr:.1f} dB, "
         f"L_inf {p.linf * 255:.1f}/255" + (f", target label {p.target_label}" if p.target_label else "")
     )
+    if p.holds is not None:
+        held = [name for name, ok in p.holds.items() if ok]
+        lost = [name for name, ok in p.holds.items() if not ok]
+        line += f"; holds after {', '.join(held) or 'none of the checks'}"
+        line += f", NOT after {', '.join(lost)} (raise --steps or --eps)" if lost else ""
+    return line
 
 
 @main.command()

@@ -21,6 +21,7 @@ from privacy.attacks import Noise, from_config
 from privacy.metrics import linf, psnr
 from privacy.pool import AnchorPool
 from privacy.presets import check_mode
+from privacy.reencode import transform_tensor
 from privacy.remote import RemoteService
 from privacy.targets import carrier_target, draw_target_label, jitter, rng_from, untargeted_target
 from retrieval.core.codes import hamming, to_hex
@@ -44,6 +45,7 @@ class Protected:
     psnr: float
     linf: float
     trace: np.ndarray  # Hamming distance to the target per iteration
+    holds: dict[str, bool] | None = None  # robust: code at the target after each server transformation
 
     def png(self) -> bytes:
         return to_png(self.image)
@@ -57,6 +59,7 @@ class Protected:
             "distance": self.distance,
             "psnr_db": round(self.psnr, 2),
             "linf_255": round(self.linf * 255, 2),
+            **({} if self.holds is None else {"holds_after": self.holds}),
         }
 
 
@@ -154,6 +157,7 @@ class Protector:
         result = self.attack(x, target, on_step=report)
         dist = hamming(result.codes, target).diagonal()
         quality = psnr(result.images, x), linf(result.images, x)
+        holds = self._holds(result.images, target) if self.cfg.robust else [None] * len(x)
         return [
             Protected(
                 image=result.images[i].cpu(),
@@ -165,9 +169,19 @@ class Protector:
                 psnr=float(quality[0][i]),
                 linf=float(quality[1][i]),
                 trace=result.trace[:, i].cpu().numpy(),
+                holds=holds[i],
             )
             for i in range(len(x))
         ]
+
+    def _holds(self, images: torch.Tensor, target: np.ndarray) -> list[dict[str, bool]]:
+        """Per image, whether its code is at the target after each of ``cfg.robust_checks``,
+        checked with the real (Pillow) transformations, as a server applies them."""
+        at = {}
+        for name in self.cfg.robust_checks:
+            codes = self.model.encode(torch.stack([transform_tensor(name, im) for im in images.cpu()]))
+            at[name] = hamming(codes, target).diagonal() == 0
+        return [{name: bool(at[name][i]) for name in at} for i in range(len(images))]
 
 
 def connect(

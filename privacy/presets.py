@@ -14,12 +14,14 @@ from retrieval.core.config import PrivacyConfig
 # code; carrier: an innocuous image retrieves what a private image would (the private one stays here)
 MODES = ("semantic", "carrier", "untargeted")
 
-# Named strengths: L_inf budget in pixels and the most PGD steps. Early stopping means most
-# images use far fewer steps than the cap; the budget bounds the visible change.
-STRENGTHS: dict[str, dict[str, float | int]] = {
+# Named strengths: L_inf budget in pixels and the most PGD steps (and, for "robust", protection
+# that holds after the server re-encodes: see README). Early stopping means most images use far
+# fewer steps than the cap; the budget bounds the visible change.
+STRENGTHS: dict[str, dict[str, float | int | bool]] = {
     "low": {"eps": 4 / 255, "steps": 50},
     "mid": {"eps": 8 / 255, "steps": 100},
     "high": {"eps": 16 / 255, "steps": 300},
+    "robust": {"eps": 8 / 255, "steps": 200, "robust": True},
 }
 
 

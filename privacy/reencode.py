@@ -10,6 +10,7 @@ audit's re-encoding attacker uses the same functions.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -32,37 +33,63 @@ def _codec(fmt: str, quality: int) -> Callable[[Image.Image], Image.Image]:
     return run
 
 
-def _half_and_back(img: Image.Image) -> Image.Image:
-    w, h = img.size
-    small = img.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BICUBIC)
-    return small.resize((w, h), Image.Resampling.BICUBIC)
+def _resize_and_back(scale: float) -> Callable[[Image.Image], Image.Image]:
+    def run(img: Image.Image) -> Image.Image:
+        w, h = img.size
+        small = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
+        return small.resize((w, h), Image.Resampling.BICUBIC)
+
+    return run
 
 
-# name -> what the server does; "sent" is the upload as the client sent it
-TRANSFORMS: dict[str, Callable[[Image.Image], Image.Image]] = {
-    "sent": lambda img: img,
-    "jpeg95": _codec("JPEG", 95),
-    "jpeg90": _codec("JPEG", 90),
-    "jpeg75": _codec("JPEG", 75),
-    "webp80": _codec("WEBP", 80),
-    "resize0.5": _half_and_back,
-}
-DESCRIPTIONS = {
-    "sent": "the upload as sent",
-    "jpeg95": "re-encoded as JPEG, quality 95",
-    "jpeg90": "re-encoded as JPEG, quality 90",
-    "jpeg75": "re-encoded as JPEG, quality 75",
-    "webp80": "re-encoded as WebP, quality 80",
-    "resize0.5": "resized to half and back (bicubic)",
-}
+def _crop(pixels: int) -> Callable[[Image.Image], Image.Image]:
+    def run(img: Image.Image) -> Image.Image:
+        w, h = img.size
+        p = min(pixels, (w - 1) // 2, (h - 1) // 2)
+        return img.crop((p, p, w - p, h - p)).resize((w, h), Image.Resampling.BICUBIC)
+
+    return run
+
+
+# A transformation is named by its kind and its setting: "sent" (the upload as it is), "jpeg90" and
+# "webp80" (quality 1-100), "resize0.5" (to that factor and back, bicubic), "crop2" (that many
+# pixels off every side, then back to the size).
+_PATTERN = re.compile(r"(sent)|(jpeg|webp)(\d{1,3})|resize(0?\.\d+|1(?:\.0*)?)|crop(\d{1,2})")
 CLIENT_PREVIEW = ("sent", "jpeg90", "jpeg75", "resize0.5")  # what the privacy client shows
 
 
+def parse(name: str) -> tuple[Callable[[Image.Image], Image.Image], str]:
+    """The transformation called ``name`` and its description; ValueError for an unknown name."""
+    m = _PATTERN.fullmatch(name)
+    if m is None:
+        raise ValueError(
+            f"unknown server transformation {name!r}: use sent, jpegQ or webpQ (quality 1-100), "
+            "resizeS (factor in (0, 1]) or cropP (pixels)"
+        )
+    if m.group(1):
+        return (lambda img: img), "the upload as sent"
+    if m.group(2):
+        quality = int(m.group(3))
+        if not 1 <= quality <= 100:
+            raise ValueError(f"quality in {name!r} must be in [1, 100]")
+        fmt = "JPEG" if m.group(2) == "jpeg" else "WebP"
+        return _codec(fmt.upper(), quality), f"re-encoded as {fmt}, quality {quality}"
+    if m.group(4):
+        scale = float(m.group(4))
+        if scale <= 0:
+            raise ValueError(f"the factor in {name!r} must be in (0, 1]")
+        return _resize_and_back(scale), f"resized to {scale:g}x and back (bicubic)"
+    pixels = int(m.group(5))
+    return _crop(pixels), f"cropped by {pixels} pixels on every side and resized back"
+
+
+def describe(name: str) -> str:
+    return parse(name)[1]
+
+
 def transform(name: str, img: Image.Image) -> Image.Image:
-    """``img`` as the server's model sees it after transformation ``name`` (see TRANSFORMS)."""
-    if name not in TRANSFORMS:
-        raise ValueError(f"unknown transformation {name!r}; choose one of {sorted(TRANSFORMS)}")
-    return TRANSFORMS[name](img)
+    """``img`` as the server's model sees it after transformation ``name`` (see :func:`parse`)."""
+    return parse(name)[0](img)
 
 
 def transform_tensor(name: str, image: torch.Tensor) -> torch.Tensor:

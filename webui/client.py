@@ -194,7 +194,8 @@ def page() -> Any:
         counts, error = st.label_counts(), ""
     except (ValueError, requests.RequestException) as e:
         counts, error = {}, f"Cannot reach the search server at {st.server.url}: {e}"
-    strengths = {CONFIGURED: {"eps": st.cfg.privacy.eps, "steps": st.cfg.privacy.steps}, **STRENGTHS}
+    p = st.cfg.privacy
+    strengths = {CONFIGURED: {"eps": p.eps, "steps": p.steps, "robust": p.robust}, **STRENGTHS}
     return render_template(
         "webui/client.html",
         server_url=st.server.url,

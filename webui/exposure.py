@@ -18,7 +18,7 @@ from importlib import resources
 import torch
 
 from privacy.pool import AnchorPool
-from privacy.reencode import CLIENT_PREVIEW, DESCRIPTIONS, inferred_after
+from privacy.reencode import CLIENT_PREVIEW, describe, inferred_after
 from retrieval.core.model import HashNet
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def server_views(
     before = inferred_after(model, pool, original)
     after = inferred_after(model, pool, protected)
     return [
-        {"view": name, "description": DESCRIPTIONS[name], "original": before[name], "protected": after[name]}
+        {"view": name, "description": describe(name), "original": before[name], "protected": after[name]}
         for name in CLIENT_PREVIEW
     ]
 

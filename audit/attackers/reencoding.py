@@ -12,11 +12,22 @@ from collections.abc import Sequence
 
 from audit.attackers.base import CodeReader
 from audit.attackers.naive import NaiveServer
-from privacy.reencode import DESCRIPTIONS, TRANSFORMS
+from privacy.reencode import describe
 from retrieval.core.codes import hamming
 from retrieval.service.search import Searcher
 
-SERVER_TRANSFORMS = ("jpeg95", "jpeg90", "jpeg75", "webp80", "resize0.5")
+# the first three and resize0.5 are what robust protection checks by default; the rest it never sees
+SERVER_TRANSFORMS = (
+    "jpeg95",
+    "jpeg90",
+    "jpeg85",
+    "jpeg75",
+    "jpeg60",
+    "webp80",
+    "resize0.75",
+    "resize0.5",
+    "crop2",
+)
 
 
 class ReencodingServer(NaiveServer):
@@ -28,12 +39,13 @@ class ReencodingServer(NaiveServer):
     def __init__(
         self, searcher: Searcher, radius: int, transform: str, reader: CodeReader | None = None
     ) -> None:
-        if transform not in TRANSFORMS or transform == "sent":
-            raise ValueError(f"transform must be one of {SERVER_TRANSFORMS}; got {transform!r}")
+        if transform == "sent":
+            raise ValueError("the upload as sent is the naive server's; name a transformation")
+        description = describe(transform)  # ValueError for an unknown name
         super().__init__(searcher, radius, reader)
         self.transform = transform
         self.name = transform
-        self.description = f"the server's model on the upload {DESCRIPTIONS[transform]}"
+        self.description = f"the server's model on the upload {description}"
         self._sent = NaiveServer(searcher, radius, self.reader)
 
     def detect(self, upload: bytes) -> float:

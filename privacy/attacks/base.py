@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privacy.attacks.views import ServerViews
 from retrieval.core.codes import as_codes, unpack
 
 GRID = 255.0
@@ -137,6 +138,7 @@ class Attack:
         margin: float = 0.0,
         quantize: bool = True,
         step_rule: str = "sign",
+        views: ServerViews | None = None,
     ) -> None:
         if not 0 <= eps <= 1:
             raise ValueError(f"eps must be in [0, 1] (pixels); got {eps}")
@@ -152,6 +154,7 @@ class Attack:
             raise ValueError(f"step_rule must be one of {STEP_RULES}; got {step_rule!r}")
         self.early_stop, self.margin, self.quantize = early_stop, float(margin), quantize
         self.step_rule = step_rule
+        self.views = views  # None: the upload as sent only; else robust protection (views.py)
         self._on_step: Callable[[int, torch.Tensor], None] | None = None
 
     def loss(self, c: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
@@ -191,20 +194,25 @@ class Attack:
         trace = torch.zeros(self.steps + 1, n, device=x0.device)
         iterations = torch.zeros(n, dtype=torch.int64, device=x0.device)
         active = torch.arange(n, device=x0.device)
+        rng = None if self.views is None else self.views.generator()
         for k in range(self.steps):
             xq = self._project(adv[active], lo[active], hi[active]).requires_grad_(True)
-            c = self.model(xq)
+            cs = self._outputs(xq, rng)
+            c = cs[0]
             dist[active] = bit_errors(c.detach(), t[active])
             trace[k] = dist
             if self._on_step is not None:
                 self._on_step(k, dist.detach().cpu())
             keep = torch.ones(active.numel(), dtype=torch.bool, device=x0.device)
             if self.early_stop:
-                keep = ~is_done(c.detach(), t[active], self.margin)
+                checked = 1 if self.views is None else self.views.checked
+                keep = ~torch.stack([is_done(v.detach(), t[active], self.margin) for v in cs[:checked]]).all(
+                    0
+                )
             if not keep.any():
                 trace[k + 1 :] = dist
                 break
-            loss = self.loss(c[keep], t[active][keep], k).sum()
+            loss = sum(self.loss(v[keep], t[active][keep], k).sum() for v in cs) / len(cs)
             (grad,) = torch.autograd.grad(loss, xq)
             active = active[keep]
             adv[active] = torch.minimum(
@@ -215,6 +223,13 @@ class Attack:
             )
             iterations[active] += 1
         return self._result(self._project(adv, lo, hi), targets, iterations, trace)
+
+    def _outputs(self, xq: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+        """Relaxed outputs C of every view of the batch, view 0 the upload as sent. Shape: (V, m, K)."""
+        if self.views is None:
+            return self.model(xq).unsqueeze(0)
+        v = self.views(xq, rng)
+        return self.model(v.flatten(0, 1)).unflatten(0, v.shape[:2])
 
     def _result(
         self, final: torch.Tensor, targets: np.ndarray, iterations: torch.Tensor, trace: torch.Tensor

@@ -17,7 +17,9 @@ They differ in the term that shapes C:
   only).
 
 ``margin`` also sets the stopping rule for every variant: an image is done when each bit of
-C(x') lies at least m past 0 on the target's side (m = 0: its code equals the target).
+C(x') lies at least m past 0 on the target's side (m = 0: its code equals the target). With
+m > 0 the quadratic readings' penalty turns one-sided, relu(m - p c)^2, so that the margin is
+reachable by every reading (the two-sided penalty settles each bit at 1.5, short of m = 2).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from privacy.attacks.base import Attack, to_signs
+from privacy.attacks.views import ServerViews
 
 VARIANTS = ("literal", "proximal", "margin")
 
@@ -43,14 +46,26 @@ def inner_product_loss(b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return -(b * t).sum(dim=1) / b.shape[1]
 
 
-def literal_loss(c: torch.Tensor, t: torch.Tensor, beta: float | None = None) -> torch.Tensor:
+def literal_loss(
+    c: torch.Tensor, t: torch.Tensor, beta: float | None = None, margin: float = 0.0
+) -> torch.Tensor:
     """Eq. 12 read literally: beta ||C - sign(C)||^2 + L(sign(C), h_t), straight-through L.
 
     Shape: C (n, K), targets {-1, +1} (n, K) -> (n,). ``beta`` defaults to 1/K (Sec. 5.3).
+    With a margin m > 0 the penalty is one-sided (:func:`_pull`).
     """
     beta = 1.0 / c.shape[1] if beta is None else beta
-    penalty = ((c - to_signs(c).detach()) ** 2).sum(dim=1)
-    return beta * penalty + inner_product_loss(straight_through_sign(c), t)
+    return beta * _pull(c, to_signs(c).detach(), margin) + inner_product_loss(straight_through_sign(c), t)
+
+
+def _pull(c: torch.Tensor, p: torch.Tensor, margin: float) -> torch.Tensor:
+    """The quadratic penalty toward the signs ``p``: ||C - p||^2 (eq. 12), or with a margin m > 0
+    ||relu(m - p C)||^2, which pulls only the bits short of m on p's side and leaves the bits past
+    it alone (the two-sided pull would hold every bit at 1 + 1/(2 beta K) = 1.5, short of m >= 1.5,
+    and spend the budget pulling the large bits down). (n, K) -> (n,)."""
+    if margin > 0:
+        return (F.relu(margin - p * c) ** 2).sum(dim=1)
+    return ((c - p) ** 2).sum(dim=1)
 
 
 def proximal_point(c: torch.Tensor, t: torch.Tensor, lam: float | None = None) -> torch.Tensor:
@@ -66,15 +81,19 @@ def proximal_point(c: torch.Tensor, t: torch.Tensor, lam: float | None = None) -
 
 
 def proximal_loss(
-    c: torch.Tensor, t: torch.Tensor, beta: float | None = None, lam: float | None = None
+    c: torch.Tensor,
+    t: torch.Tensor,
+    beta: float | None = None,
+    lam: float | None = None,
+    margin: float = 0.0,
 ) -> torch.Tensor:
     """Eqs. 8-9 with eq. 12's penalty: beta ||C - prox||^2 + L(sign(C), h_t), straight-through L.
 
-    Shape: C (n, K), targets {-1, +1} (n, K) -> (n,).
+    Shape: C (n, K), targets {-1, +1} (n, K) -> (n,). With a margin, one-sided (:func:`_pull`).
     """
     beta = 1.0 / c.shape[1] if beta is None else beta
     p = proximal_point(c.detach(), t, lam)
-    return beta * ((c - p) ** 2).sum(dim=1) + inner_product_loss(straight_through_sign(c), t)
+    return beta * _pull(c, p, margin) + inner_product_loss(straight_through_sign(c), t)
 
 
 def margin_loss(c: torch.Tensor, t: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -103,6 +122,7 @@ class RNM(Attack):
         early_stop: bool = True,
         quantize: bool = True,
         step_rule: str = "sign",
+        views: ServerViews | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -113,6 +133,7 @@ class RNM(Attack):
             margin=margin,
             quantize=quantize,
             step_rule=step_rule,
+            views=views,
         )
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
@@ -122,8 +143,8 @@ class RNM(Attack):
             raise ValueError(f"lam must be > 0; got {lam}")
         self.variant, self.beta, self.lam = variant, beta, lam
         losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-            "literal": lambda c, t: literal_loss(c, t, self.beta),
-            "proximal": lambda c, t: proximal_loss(c, t, self.beta, self.lam),
+            "literal": lambda c, t: literal_loss(c, t, self.beta, self.margin),
+            "proximal": lambda c, t: proximal_loss(c, t, self.beta, self.lam, self.margin),
             "margin": lambda c, t: margin_loss(c, t, self.margin),
         }
         self._loss = losses[variant]

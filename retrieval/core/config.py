@@ -180,6 +180,10 @@ class PrivacyConfig:
     anchor_pool: int = 256  # database codes per label fetched once (and cached); anchors are drawn from them
     target_jitter: int = 0  # bits of a semantic target flipped at random, so protected codes do not collide
     model_sha256: str = ""  # "" = trust the server's model card; else refuse any other model
+    # robust protection: optimise over a server's re-encodings and stop only when the code is at the
+    # target in the upload as sent and after each of robust_checks (real Pillow transformations)
+    robust: bool = False
+    robust_checks: tuple[str, ...] = ("jpeg90", "jpeg75", "resize0.5")
 
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
@@ -197,6 +201,8 @@ class PrivacyConfig:
                 f"privacy.n_anchor ({self.n_anchor}) must be <= privacy.anchor_pool ({self.anchor_pool}): "
                 "anchors are drawn from the pool"
             )
+        if self.robust and self.method != "rnm":
+            raise ValueError(f"privacy.robust needs privacy.method = 'rnm'; got {self.method!r}")
         if self.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
             raise ValueError(
                 f"privacy.model_sha256 must be 64 lowercase hex digits or empty; got {self.model_sha256!r}"

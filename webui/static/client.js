@@ -71,6 +71,9 @@
     $("m-distance").textContent = r.distance + (r.reached ? " (reached)" : "");
     $("m-target").textContent = r.target_label ? "label " + r.target_label : status.mode;
     $("m-randomness").textContent = r.randomness === "seed" ? "a fixed seed (repeatable, predictable)" : "fresh OS entropy";
+    $("m-holds").textContent = r.holds_after ? Object.entries(r.holds_after).map(
+      ([name, ok]) => name + (ok ? ": at the target" : ": NOT at the target")).join(", ") :
+      "not checked (choose the robust strength)";
     $("original-code").textContent = r.original_code;
     $("original-label").textContent = r.original_likely_label || "none";
     $("protected-code").textContent = r.code;
