@@ -154,3 +154,16 @@ def test_margin_is_reached_and_held_by_every_reading(model: HashNet, variant: st
     stopped = result.iterations < 100
     assert stopped.float().mean() >= 0.75, result.iterations
     assert held[stopped].all()  # every image that stopped holds the margin as returned
+
+
+def test_an_image_that_never_stops_keeps_its_best_iterate(model: HashNet) -> None:
+    x = smooth_images(8, seed=4)
+    targets = np.bitwise_not(model.encode(x))  # every bit to flip: every image runs to the cap
+    # large sign steps overshoot: without the best iterate, 2 of these 8 end worse than they were
+    result = RNM(model, eps=32 / 255, steps=15, step_size=8 / 255, step_rule="sign")(x, targets)
+    capped = result.iterations == 15
+    assert capped.sum() >= 4
+    # not the last step's image (which may have slipped back) but the closest one it reached
+    best_seen = result.trace[:-1].min(dim=0).values
+    assert torch.equal(result.trace[-1][capped], best_seen[capped])
+    assert (result.trace[-1] <= result.trace[0]).all()  # never worse than the image as it was

@@ -17,6 +17,7 @@ bound always holds (up to float rounding, < 1e-6).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,6 +66,15 @@ def is_done(c: torch.Tensor, t: torch.Tensor, margin: float) -> torch.Tensor:
     if margin > 0:
         done &= (t * c >= margin).all(dim=1)
     return done
+
+
+def _score(c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """How close an iterate is to done, for keeping the best one, in this order: the views
+    (V, m, K) whose code is at the target, fewer wrong bits over all views, then the smallest
+    t_j c_j over them (the margin). Shape: (m,), float64 so that the orders do not mix."""
+    errors = torch.stack([bit_errors(v, t) for v in c]).double()
+    at = (errors == 0).sum(0)
+    return at * 1e6 - errors.sum(0) * 1e3 + torch.tanh((t * c).amin(dim=(0, 2))).double()
 
 
 def budget(x0: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +205,9 @@ class Attack:
         iterations = torch.zeros(n, dtype=torch.int64, device=x0.device)
         active = torch.arange(n, device=x0.device)
         rng = None if self.views is None else self.views.generator()
+        checked = 1 if self.views is None else self.views.checked
+        best = adv.clone()
+        best_score = torch.full((n,), -math.inf, device=x0.device, dtype=torch.float64)
         for k in range(self.steps):
             xq = self._project(adv[active], lo[active], hi[active]).requires_grad_(True)
             cs = self._outputs(xq, rng)
@@ -205,10 +218,11 @@ class Attack:
                 self._on_step(k, dist.detach().cpu())
             keep = torch.ones(active.numel(), dtype=torch.bool, device=x0.device)
             if self.early_stop:
-                checked = 1 if self.views is None else self.views.checked
-                keep = ~torch.stack([is_done(v.detach(), t[active], self.margin) for v in cs[:checked]]).all(
-                    0
-                )
+                seen = cs[:checked].detach()
+                keep = ~torch.stack([is_done(v, t[active], self.margin) for v in seen]).all(0)
+                score = _score(seen, t[active])
+                better = score > best_score[active]
+                best[active[better]], best_score[active[better]] = xq.detach()[better], score[better]
             if not keep.any():
                 trace[k + 1 :] = dist
                 break
@@ -222,7 +236,10 @@ class Attack:
                 hi[active],
             )
             iterations[active] += 1
-        return self._result(self._project(adv, lo, hi), targets, iterations, trace)
+        final = self._project(adv, lo, hi)
+        if self.early_stop and self.steps:  # an image that never met the rule: its best iterate
+            final[active] = best[active]
+        return self._result(final, targets, iterations, trace)
 
     def _outputs(self, xq: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
         """Relaxed outputs C of every view of the batch, view 0 the upload as sent. Shape: (V, m, K)."""
