@@ -68,7 +68,7 @@ PROTECTIONS: dict[str, Protection] = {
     "semantic-jitter1": Protection("semantic", {"target_jitter": 1}),
     "semantic-jitter2": Protection("semantic", {"target_jitter": 2}),
 }
-DEFAULT_PROTECTIONS = ("semantic", "untargeted", "carrier")
+DEFAULT_PROTECTIONS = ("semantic", "untargeted", "carrier", "semantic-robust")
 BATCH = 16
 
 
