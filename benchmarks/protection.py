@@ -136,14 +136,17 @@ def robustness(p, model, x: torch.Tensor, targets: np.ndarray, args) -> None:
         ("default", {}),
         (f"margin {args.robust_margin:g}", {"margin": args.robust_margin}),
         ("robust", STRENGTHS["robust"]),
+        ("robust-bpda", STRENGTHS["robust"]),  # the same with the identity's gradient through JPEG
     ]
     print(
-        f"{'protection':<10} {'margin held':>11} "
+        f"{'protection':<11} {'margin held':>11} "
         + " ".join(f"{n:>10}" for n in CHECKED + HELD_OUT)
         + f" {'PSNR dB':>8} {'s/img':>6}"
     )
     for name, changes in rows:
         attack = from_config(replace(p, method="rnm", **changes), model)
+        if name == "robust-bpda":
+            attack.views = replace(attack.views, jpeg_grad="identity")
         adv, _, _, seconds = run(attack, x, targets, args.batch)
         with torch.no_grad():
             held = (
@@ -156,7 +159,7 @@ def robustness(p, model, x: torch.Tensor, targets: np.ndarray, args) -> None:
             codes = model.encode(torch.stack([transform_tensor(how, a) for a in adv]))
             shares.append((hamming(codes, targets).diagonal() == 0).mean())
         print(
-            f"{name:<10} {held:>11.0%} "
+            f"{name:<11} {held:>11.0%} "
             + " ".join(f"{s:>10.0%}" for s in shares)
             + f" {float(psnr(adv, x).median()):>8.1f} {seconds / len(x):>6.2f}"
         )

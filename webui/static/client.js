@@ -85,7 +85,8 @@
     $("m-file-check").textContent = r.file_at_target ? "at the target" : r.distance === 0 ?
       "NOT at the target after encoding: Hamming " + r.file_distance + " (PNG keeps it exactly)" :
       "Hamming " + r.file_distance + " to the target (" + r.distance + " before encoding)";
-    showExposure(status.mode, r.server_views);
+    // robust protection has its own group in the measured table
+    showExposure(r.holds_after && status.mode === "semantic" ? "semantic-robust" : status.mode, r.server_views);
     drawCurve($("curve"), r.trace);
     $("outcome").hidden = false;
     $("outcome-title").scrollIntoView({ block: "start" });
