@@ -16,6 +16,29 @@ from retrieval.core.config import Config
 from testkit.data import make_folder_dataset, save_untrained_model, tiny_config
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and lose a lot on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_hashnet():
+    """An untrained, seeded small_cnn HashNet (16 bits, 32 px): what the attack tests attack."""
+    import torch
+
+    from retrieval.core.config import ModelConfig
+    from retrieval.core.model import HashNet
+
+    torch.manual_seed(0)
+    return HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32)).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("data"))

@@ -15,25 +15,17 @@ from privacy.attacks.rnm import literal_loss, margin_loss, proximal_loss
 from privacy.attacks.tanh import alpha_schedule, tanh_loss
 from privacy.metrics import PSNR_CAP_DB, linf, psnr
 from retrieval.core.codes import hamming, pack, unpack
-from retrieval.core.config import ModelConfig
 from retrieval.core.model import HashNet
 
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model() -> HashNet:
-    torch.manual_seed(0)
-    return HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32)).eval()
+def model(small_hashnet) -> HashNet:
+    return small_hashnet
 
 
 def grid_images(n: int, seed: int = 1) -> torch.Tensor:

@@ -17,23 +17,16 @@ from privacy.attacks import RNM, from_config
 from privacy.attacks.views import ServerViews
 from privacy.reencode import describe
 from retrieval.core.codes import hamming, unpack
-from retrieval.core.config import ModelConfig, PrivacyConfig
+from retrieval.core.config import PrivacyConfig
 from retrieval.core.imaging import to_pil, to_tensor
 from retrieval.core.model import HashNet
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model() -> HashNet:
-    torch.manual_seed(0)
-    return HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32)).eval()
+def model(small_hashnet) -> HashNet:
+    return small_hashnet
 
 
 def smooth_images(n: int, seed: int = 1) -> torch.Tensor:
