@@ -20,6 +20,10 @@ ADVICE = {
     "which an attacker who knows the client reads straight back.",
     "carrier": "Nothing sent shows the private image, but the results reveal its label to every "
     "attacker: if the label itself is the secret, do not search for it.",
+    "semantic-robust": "Holds against the re-encodings it checks (JPEG 90/75, 0.5x resize) and similar "
+    "ones, not against a codec far from them (WebP, JPEG 60), a model of the attacker's own or someone "
+    "looking at the image: against those, use carrier mode, whose results still reveal the label you "
+    "search for.",
 }
 
 
@@ -115,7 +119,7 @@ def protects_from(s: LadderSummary) -> str:
                 won.append(f"{a.name} ({_pct(share)})")
             else:
                 lost.append(f"{a.name} ({_pct(share)}; {_pct(base)})")
-        advice = ADVICE.get(g.split("-")[0], "")
+        advice = ADVICE.get(g, ADVICE.get(g.split("-")[0], ""))
         lines.append(f"| {g} | {', '.join(won) or 'none'} | {', '.join(lost) or 'none'} | {advice} |")
     return "\n".join(lines)
 

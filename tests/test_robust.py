@@ -7,6 +7,7 @@ transformation functions.
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -160,3 +161,35 @@ def test_an_image_that_never_stops_keeps_its_best_iterate(model: HashNet) -> Non
     best_seen = result.trace[:-1].min(dim=0).values
     assert torch.equal(result.trace[-1][capped], best_seen[capped])
     assert (result.trace[-1] <= result.trace[0]).all()  # never worse than the image as it was
+
+
+def test_protect_robust_reports_what_holds_after_each_server_transformation(tiny_trained, tmp_path) -> None:
+    """`hashveil protect --strength robust`: the report's holds_after equals Pillow by hand."""
+    from click.testing import CliRunner
+
+    from hashveil.cli import main
+    from retrieval.core.codes import parse
+    from retrieval.core.imaging import decode_image
+    from retrieval.core.model import load_checkpoint
+    from testkit.data import write_config
+    from testkit.service import random_png
+
+    cfg, _ = tiny_trained
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"p{i}.png").write_bytes(random_png(np.random.default_rng(20 + i)))
+    config = write_config(tmp_path / "c.toml", cfg)
+    args = ["--config", str(config), "protect", str(folder), "--strength", "robust", "--steps", "30"]
+    out = CliRunner().invoke(main, [*args, "--seed", "3", "--mode", "untargeted"])
+    assert out.exit_code == 0, out.output
+    assert out.output.count("holds after") == 2
+    model, _ = load_checkpoint(cfg.work_dir / "model")
+    for i in range(2):
+        report = json.loads((folder / f"p{i}.protected.json").read_text())
+        image = to_tensor(decode_image((folder / f"p{i}.protected.png").read_bytes()))
+        target = parse(report["target_code"], model.hash_bits).reshape(1, -1)
+        seen = server_sees(model, image[None])
+        assert set(report["holds_after"]) == {"jpeg90", "jpeg75", "resize0.5"}
+        for name, held in report["holds_after"].items():
+            assert held == (hamming(seen[name], target)[0, 0] == 0), name
