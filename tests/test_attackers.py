@@ -99,8 +99,10 @@ def test_reencoding_server_reencodes_before_its_model(world) -> None:
     buf = io.BytesIO()
     small.save(buf, format="PNG")
     assert half.infer(queries[0][0]) == naive.infer(buf.getvalue())
-    with pytest.raises(ValueError, match="transform must be one of"):
+    with pytest.raises(ValueError, match="naive server's"):
         ReencodingServer(searcher, RADIUS, "sent")
+    with pytest.raises(ValueError, match="unknown server transformation"):
+        ReencodingServer(searcher, RADIUS, "gif")
 
 
 def test_pixel_knn_matches_numpy_and_ignores_a_small_perturbation(world) -> None:
@@ -326,7 +328,7 @@ def test_attackers_benchmark_on_tiny_data(tiny_trained, tmp_path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "attackers.csv").open()))
     assert {(r["attacker"], r["group"]) for r in rows} == {
-        (a, g) for a in ATTACKERS for g in ("plain", "semantic", "untargeted", "carrier")
+        (a, g) for a in ATTACKERS for g in ("plain", "semantic", "untargeted", "carrier", "semantic-robust")
     }
     assert all(r["uploads"] == "8" for r in rows)  # 2 per label, 4 labels, every group
     md = (tmp_path / "attackers.md").read_text()
