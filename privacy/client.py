@@ -228,7 +228,13 @@ def connect(
     server = RemoteService(server_url, verify=verify)
     model, card = server.model(cache_dir, device, pinned=cfg.model_sha256)
     pool = server.anchor_pool(cfg.anchor_pool, cache_dir, card.sha256)
-    surrogate = None
-    if cfg.ensemble:
-        surrogate = cached_surrogate(pool, server.image, model.hash_bits, Path(cache_dir) / card.sha256)
+    surrogate = ensemble_surrogate(cfg, server, pool, model, Path(cache_dir) / card.sha256)
     return Protector(model, cfg, pool, surrogate=surrogate), server
+
+
+def ensemble_surrogate(
+    cfg: PrivacyConfig, server: RemoteService, pool: AnchorPool, model: HashNet, folder: Path
+) -> Surrogate | None:
+    """The surrogate ensemble protection needs (None when ``cfg.ensemble`` is off): trained once on
+    the pool's images fetched from ``server`` and cached in ``folder``, beside the model."""
+    return cached_surrogate(pool, server.image, model.hash_bits, folder) if cfg.ensemble else None

@@ -21,12 +21,11 @@ import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from privacy.client import Protector
+from privacy.client import Protector, ensemble_surrogate
 from privacy.encode import FORMATS, Encoding, encode_verified
 from privacy.pool import AnchorPool
 from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
 from privacy.remote import RemoteService
-from privacy.surrogate import Surrogate, cached_surrogate
 from privacy.targets import rng_from
 from retrieval.core.codes import to_hex
 from retrieval.core.config import Config
@@ -82,7 +81,6 @@ class ClientState:
         self._sha256 = ""
         self._counts: dict[str, int] | None = None
         self._pool: AnchorPool | None = None
-        self._surrogate: Surrogate | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -113,23 +111,12 @@ class ClientState:
                 )
             return self._pool
 
-    def surrogate(self) -> Surrogate:
-        """Ensemble protection's surrogate, trained once on the pool's images and cached with the model."""
-        model, pool = self.model(), self.pool()
-        with self._lock:
-            if self._surrogate is None:
-                folder = self.cache_dir / self._sha256
-                self._surrogate = cached_surrogate(pool, self.server.image, model.hash_bits, folder)
-            return self._surrogate
-
     def _protect(self, job: Job) -> None:
         """The job's work, in the runner's thread: everything here stays on this machine."""
         job.phase = "fetching the server's model and anchor pool (once)"
         model, pool = self.model(), self.pool()
         privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
-        if privacy.ensemble:
-            job.phase = "training the surrogate model on the anchor pool's images (once)"
-        surrogate = self.surrogate() if privacy.ensemble else None
+        surrogate = ensemble_surrogate(privacy, self.server, pool, model, self.cache_dir / self._sha256)
         protector = Protector(model, privacy, pool, self.rng, surrogate)
         job.phase = "protecting on this machine"
         p = protector.protect(
