@@ -139,3 +139,25 @@ def test_connect_trains_the_surrogate_once_and_protects_with_it(tiny_trained, ti
         own = again.surrogate.model.encode(image[None])
         assert p.surrogate_distance == int(hamming(again.surrogate.model.encode(p.image[None]), ~own)[0, 0])
         assert "surrogate_distance" in p.summary()
+
+
+@pytest.mark.slow
+def test_the_cli_flag_reaches_the_config_and_refuses_what_it_cannot_do(tiny_trained, tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from hashveil.cli import main
+    from testkit.data import write_config
+
+    cfg, _ = tiny_trained
+    config = str(write_config(tmp_path / "c.toml", cfg))
+    image = str(tiny_data / "img" / "0001.png")
+    local = CliRunner().invoke(
+        main, ["--config", config, "protect", image, "--ensemble", "--out", str(tmp_path)]
+    )
+    assert local.exit_code != 0 and "use --server URL" in local.output
+    noise = CliRunner().invoke(
+        main,
+        ["--config", config, "protect", image, "--ensemble", "--method", "noise", "--out", str(tmp_path)],
+    )
+    assert noise.exit_code != 0 and "privacy.ensemble needs a gradient method" in noise.output
+    assert not list(tmp_path.glob("*.protected.*"))  # nothing written
