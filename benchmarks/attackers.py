@@ -26,6 +26,7 @@ import json
 import secrets
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from index_builder.datasets import open_dataset
 from index_builder.splits import make_splits
 from privacy.client import Protector, connect
 from privacy.presets import STRENGTHS
+from privacy.surrogate import cached_surrogate
 from retrieval.core.config import Config, load_config
 from retrieval.core.imaging import load_image, to_tensor
 from retrieval.service.search import open_searcher
@@ -67,6 +69,7 @@ PROTECTIONS: dict[str, Protection] = {
     "semantic-robust": Protection("semantic", STRENGTHS["robust"]),
     "semantic-jitter1": Protection("semantic", {"target_jitter": 1}),
     "semantic-jitter2": Protection("semantic", {"target_jitter": 2}),
+    "semantic-ensemble": Protection("semantic", {"ensemble": True}),
 }
 DEFAULT_PROTECTIONS = ("semantic", "untargeted", "carrier", "semantic-robust")
 BATCH = 16
@@ -178,19 +181,35 @@ def _send_all(cfg: Config, url: str, images, sample, carriers, args, tmp: Path):
     facts["plain"] = {"n": len(sample), "distinct_codes": len(codes)}
     for name in tqdm(args.protection, desc="protect and send", unit="variant"):
         variant = PROTECTIONS[name]
-        p = Protector(protector.model, replace(privacy, **variant.privacy), protector.pool, protector.rng)
-        done = []
+        started = time.perf_counter()
+        surrogate = _surrogate(protector, server, tmp) if variant.privacy.get("ensemble") else None
+        trained = time.perf_counter() - started
+        p = Protector(
+            protector.model, replace(privacy, **variant.privacy), protector.pool, protector.rng, surrogate
+        )
+        started, done = time.perf_counter(), []
         for start in range(0, len(sample), BATCH):
             rows = range(start, min(start + BATCH, len(sample)))
             private = torch.stack([load(sample[r]) for r in rows]) if variant.mode == "carrier" else None
             x = torch.stack([load(carriers[r] if variant.mode == "carrier" else sample[r]) for r in rows])
             done += p.protect_batch(x, variant.mode, private=private)
+        seconds = (time.perf_counter() - started) / len(done)
         for q, t in zip(done, truth):
             data = q.png()
             server.search(data)
             sent[_sha(data)] = (name, t)
-        facts[name] = _facts(done, truth)
+        facts[name] = {**_facts(done, truth), "seconds_per_image": seconds}
+        if surrogate is not None:
+            facts[name]["surrogate_train_s"] = trained
+            facts[name]["surrogate_reached"] = float(np.mean([q.surrogate_distance == 0 for q in done]))
     return sent, facts
+
+
+def _surrogate(protector: Protector, server, tmp: Path):
+    """The client's surrogate (ensemble protection), trained on the pool's images in this run's cache."""
+    sha = server.get_json("/api/model")["sha256"]
+    folder = tmp / "client-cache" / sha
+    return cached_surrogate(protector.pool, server.image, protector.model.hash_bits, folder)
 
 
 def _facts(done, truth) -> dict:
@@ -251,6 +270,13 @@ def _fact_line(name: str, f: dict) -> str:
     return (
         f"{name}: {f['n']} protections, {f['reached']:.0%} reached their target code, {f['distinct_codes']} "
         f"distinct codes sent ({f['distinct_targets']} distinct target codes), median PSNR {f['psnr_median']:.1f} dB"
+        + (f", {f['seconds_per_image']:.2f} s per image" if "seconds_per_image" in f else "")
+        + (
+            f"; surrogate trained in {f['surrogate_train_s']:.0f} s, its code at its target in "
+            f"{f['surrogate_reached']:.0%}"
+            if "surrogate_train_s" in f
+            else ""
+        )
         + (f"; target labels: {spread}; target = a true label: {f['target_is_true_label']}" if spread else "")
     )
 

@@ -22,6 +22,10 @@ def local_protector(
     model_dir: Path, db_url: str, cfg: PrivacyConfig, device: str = "cpu", radius: int = 2
 ) -> Protector:
     """A Protector on a local model (refused unless it matches a pinned ``cfg.model_sha256``) and store."""
+    if cfg.ensemble:
+        raise ValueError(
+            "ensemble protection trains its surrogate on a server's pool images: use --server URL"
+        )
     model, _ = load_checkpoint(model_dir, expected_sha256=cfg.model_sha256 or None, device=device)
     store = Store(db_url)
     try:

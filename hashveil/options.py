@@ -44,6 +44,7 @@ class ProtectionFlags:
     variant: str | None
     margin: float | None
     robust: bool | None
+    ensemble: bool | None
     private: str | None
 
     def apply(self, ctx: click.Context, cfg: Config | None = None) -> Config:
@@ -62,6 +63,7 @@ class ProtectionFlags:
             rnm_variant=self.variant,
             margin=self.margin,
             robust=self.robust,
+            ensemble=self.ensemble,
         )
 
 
@@ -140,6 +142,12 @@ protection_options = group_options(
             "--robust/--no-robust",
             default=None,
             help="privacy.robust: hold the target after the server re-encodes (JPEG 90/75, 0.5x resize)",
+        ),
+        click.option(
+            "--ensemble/--no-ensemble",
+            default=None,
+            help="privacy.ensemble: mislead a surrogate model too, trained once here on the anchor "
+            "pool's images (see README: it did not transfer to a held-out model on the demo)",
         ),
         click.option(
             "--private",

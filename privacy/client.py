@@ -18,11 +18,13 @@ import numpy as np
 import torch
 
 from privacy.attacks import Noise, from_config
+from privacy.attacks.ensemble import Member
 from privacy.metrics import linf, psnr
 from privacy.pool import AnchorPool
 from privacy.presets import check_mode
 from privacy.reencode import transform_tensor
 from privacy.remote import RemoteService
+from privacy.surrogate import Surrogate, cached_surrogate, surrogate_targets
 from privacy.targets import carrier_target, draw_target_label, jitter, rng_from, untargeted_target
 from retrieval.core.codes import hamming, to_hex
 from retrieval.core.config import PrivacyConfig
@@ -46,6 +48,7 @@ class Protected:
     linf: float
     trace: np.ndarray  # Hamming distance to the target per iteration
     holds: dict[str, bool] | None = None  # robust: code at the target after each server transformation
+    surrogate_distance: int | None = None  # ensemble: the surrogate's code's distance to its own target
 
     def png(self) -> bytes:
         return to_png(self.image)
@@ -60,6 +63,7 @@ class Protected:
             "psnr_db": round(self.psnr, 2),
             "linf_255": round(self.linf * 255, 2),
             **({} if self.holds is None else {"holds_after": self.holds}),
+            **({} if self.surrogate_distance is None else {"surrogate_distance": self.surrogate_distance}),
         }
 
 
@@ -69,17 +73,31 @@ class Protector:
     Targets come from the anchor pool (codes of every label, fetched once) and ``rng``: fresh OS
     entropy unless ``cfg.seed`` is set, so neither the target label nor the anchor items can be
     predicted by someone running the same client. Only codes of database items are needed,
-    never their images.
+    never their images, except to train the ``surrogate`` that ensemble protection
+    (``cfg.ensemble``) misleads too (:mod:`privacy.surrogate`).
     """
 
     def __init__(
-        self, model: HashNet, cfg: PrivacyConfig, pool: AnchorPool, rng: np.random.Generator | None = None
+        self,
+        model: HashNet,
+        cfg: PrivacyConfig,
+        pool: AnchorPool,
+        rng: np.random.Generator | None = None,
+        surrogate: Surrogate | None = None,
     ) -> None:
+        if cfg.ensemble and surrogate is None:
+            raise ValueError(
+                "privacy.ensemble needs the client's surrogate model, trained on the anchor pool's "
+                "images from the server (privacy.client.connect trains it once)"
+            )
         self.model = model.eval()
         self.cfg = cfg
         self.pool = pool
         self.rng = rng if rng is not None else rng_from(cfg.seed)
         self.attack = from_config(cfg, model)
+        self.surrogate = surrogate if cfg.ensemble else None
+        if self.surrogate is not None:
+            self.surrogate.model.to(self.model.device).eval()
 
     def likely_label(self, code: np.ndarray) -> str | None:
         """What the server would infer from ``code``, estimated locally from the anchor pool."""
@@ -154,8 +172,12 @@ class Protector:
             target = carrier_target(self.model, private)
         if isinstance(self.attack, Noise):  # the one attack that draws: from this protector's rng
             self.attack.seed = int(self.rng.integers(2**63))
-        result = self.attack(x, target, on_step=report)
+        member = self._member(x, mode, labels, private)
+        result = self.attack(x, target, on_step=report, member=member)
         dist = hamming(result.codes, target).diagonal()
+        s_dist = [None] * len(x)
+        if member is not None:
+            s_dist = hamming(member.model.encode(result.images), member.target_codes).diagonal().tolist()
         quality = psnr(result.images, x), linf(result.images, x)
         holds = self._holds(result.images, target) if self.cfg.robust else [None] * len(x)
         return [
@@ -170,9 +192,18 @@ class Protector:
                 linf=float(quality[1][i]),
                 trace=result.trace[:, i].cpu().numpy(),
                 holds=holds[i],
+                surrogate_distance=s_dist[i],
             )
             for i in range(len(x))
         ]
+
+    def _member(self, x, mode, labels, private) -> Member | None:
+        """Ensemble protection: the surrogate with its own target for each image (None: off)."""
+        if self.surrogate is None:
+            return None
+        on = None if private is None else private.to(self.model.device)
+        targets = surrogate_targets(self.surrogate, mode, x, labels, on)
+        return Member(self.surrogate.model, targets)
 
     def _holds(self, images: torch.Tensor, target: np.ndarray) -> list[dict[str, bool]]:
         """Per image, whether its code is at the target after each of ``cfg.robust_checks``,
@@ -189,10 +220,21 @@ def connect(
 ) -> tuple[Protector, RemoteService]:
     """A Protector on a server's model (downloaded once, sha256-checked, pinned when
     ``cfg.model_sha256`` is set) and its anchor pool (codes only, fetched once); both cached in
-    ``cache_dir`` across runs.
+    ``cache_dir`` across runs, as is the surrogate of ensemble protection (``cfg.ensemble``),
+    trained once on the pool's images.
 
     ``verify``: an https:// server's certificate check, True or a CA bundle file (requests').
     """
     server = RemoteService(server_url, verify=verify)
     model, card = server.model(cache_dir, device, pinned=cfg.model_sha256)
-    return Protector(model, cfg, server.anchor_pool(cfg.anchor_pool, cache_dir, card.sha256)), server
+    pool = server.anchor_pool(cfg.anchor_pool, cache_dir, card.sha256)
+    surrogate = ensemble_surrogate(cfg, server, pool, model, Path(cache_dir) / card.sha256)
+    return Protector(model, cfg, pool, surrogate=surrogate), server
+
+
+def ensemble_surrogate(
+    cfg: PrivacyConfig, server: RemoteService, pool: AnchorPool, model: HashNet, folder: Path
+) -> Surrogate | None:
+    """The surrogate ensemble protection needs (None when ``cfg.ensemble`` is off): trained once on
+    the pool's images fetched from ``server`` and cached in ``folder``, beside the model."""
+    return cached_surrogate(pool, server.image, model.hash_bits, folder) if cfg.ensemble else None

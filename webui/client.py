@@ -21,7 +21,7 @@ import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from privacy.client import Protector
+from privacy.client import Protector, ensemble_surrogate
 from privacy.encode import FORMATS, Encoding, encode_verified
 from privacy.pool import AnchorPool
 from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
@@ -116,7 +116,8 @@ class ClientState:
         job.phase = "fetching the server's model and anchor pool (once)"
         model, pool = self.model(), self.pool()
         privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
-        protector = Protector(model, privacy, pool, self.rng)
+        surrogate = ensemble_surrogate(privacy, self.server, pool, model, self.cache_dir / self._sha256)
+        protector = Protector(model, privacy, pool, self.rng, surrogate)
         job.phase = "protecting on this machine"
         p = protector.protect(
             job.original,

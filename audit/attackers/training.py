@@ -2,8 +2,8 @@
 server holds, at a small size, and a hash model of another architecture trained on them.
 
 Nothing is downloaded: the second model is ``small_cnn`` trained end to end on the database split
-with central similarity (CSQ, Yuan et al. CVPR 2020: each label gets a random hash centre, and
-every output is pulled toward its item's centre by binary cross-entropy), in minutes on a CPU.
+with central similarity (CSQ, Yuan et al. CVPR 2020, :mod:`privacy.csq`, the trainer the client's
+surrogate shares), in minutes on a CPU.
 DPSH from scratch, the server's recipe, collapsed ``small_cnn`` to one or a few codes for every
 image in our trials on the default demo; an attacker picks what
 works. Both the image array and the model are cached under the attackers' cache folder, keyed by
@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from retrieval.core.config import ModelConfig
+from privacy.csq import CSQSettings, train_csq
 from retrieval.core.imaging import load_image
 from retrieval.core.model import HashNet, load_checkpoint, save_checkpoint
 from retrieval.service.search import Searcher
@@ -67,17 +66,7 @@ def database(searcher: Searcher, size: int, cache_dir: Path) -> Database:
     return Database(np.array(ids, dtype=np.int64), torch.from_numpy(pix), labels, names)
 
 
-@dataclass(frozen=True)
-class SecondModelSettings:
-    """How the attacker trains its own hash model (CSQ, end to end)."""
-
-    backbone: str = "small_cnn"
-    image_size: int = 28
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 3e-3
-    quantization: float = 0.1  # weight of (|u| - 1)^2, which keeps outputs away from 0
-    seed: int = 0
+SecondModelSettings = CSQSettings  # how the attacker trains its own hash model (CSQ, end to end)
 
 
 def second_model(db: Database, hash_bits: int, settings: SecondModelSettings, cache_dir: Path) -> HashNet:
@@ -88,31 +77,6 @@ def second_model(db: Database, hash_bits: int, settings: SecondModelSettings, ca
     folder = Path(cache_dir) / f"second-model-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if (folder / "model.json").is_file():
         return load_checkpoint(folder)[0]
-    torch.manual_seed(settings.seed)
-    model = HashNet(
-        ModelConfig(backbone=settings.backbone, hash_bits=hash_bits, image_size=settings.image_size),
-        load_pretrained=False,
-    )
-    _fit(model, db, settings)
-    save_checkpoint(model.eval(), folder, model.card(dataset="attacker's own", label_names=db.label_names))
+    model, _ = train_csq(db.pixels, db.labels, hash_bits, settings, "train the attacker's second model")
+    save_checkpoint(model, folder, model.card(dataset="attacker's own", label_names=db.label_names))
     return load_checkpoint(folder)[0]
-
-
-def _fit(model: HashNet, db: Database, s: SecondModelSettings) -> None:
-    """CSQ: binary cross-entropy of the outputs toward each item's hash centre (its labels'
-    random centres, summed and signed), plus a quantisation term."""
-    rng = np.random.default_rng(s.seed)
-    centres = torch.from_numpy(rng.choice([-1.0, 1.0], size=(len(db.label_names), model.hash_bits))).float()
-    target = (torch.from_numpy(db.labels) @ centres >= 0).float()  # (n, K) bits of each item's centre
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    gen = torch.Generator().manual_seed(s.seed)
-    model.train()
-    for _ in tqdm(range(s.epochs), desc="train the attacker's second model", unit="epoch"):
-        for rows in torch.randperm(len(db.ids), generator=gen).split(s.batch_size):
-            u = model(db.pixels[rows].float() / 255)
-            loss = F.binary_cross_entropy_with_logits(u, target[rows])
-            loss = loss + s.quantization * (u.abs() - 1).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()

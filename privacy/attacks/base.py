@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privacy.attacks.ensemble import Member, member_errors
 from privacy.attacks.views import ServerViews
 from retrieval.core.codes import as_codes, unpack
 
@@ -180,24 +181,30 @@ class Attack:
         target_codes: np.ndarray,
         *,
         on_step: Callable[[int, torch.Tensor], None] | None = None,
+        member: Member | None = None,
     ) -> Result:
         """Run the attack. ``on_step(k, distances)``, if given, sees the Hamming distance of every
-        image to its target before step k (shape (n,)), e.g. to draw a live convergence curve."""
+        image to its target before step k (shape (n,)), e.g. to draw a live convergence curve.
+        ``member``: a second model to mislead too, toward its own targets (ensemble protection)."""
         x0 = check_images(images)
         targets = check_targets(target_codes, x0.shape[0], self.model.hash_bits)
-        was_training = self.model.training
-        self.model.eval()
+        models = [self.model] + ([] if member is None else [member.model])
+        was_training = [m.training for m in models]
+        for m in models:
+            m.eval()
         self._on_step = on_step
         try:
             with torch.inference_mode(False), torch.enable_grad():
-                return self._run(x0.clone(), targets)
+                return self._run(x0.clone(), targets, member)
         finally:
-            self.model.train(was_training)
+            for m, mode in zip(models, was_training):
+                m.train(mode)
             self._on_step = None
 
-    def _run(self, x0: torch.Tensor, targets: np.ndarray) -> Result:
+    def _run(self, x0: torch.Tensor, targets: np.ndarray, member: Member | None = None) -> Result:
         n = x0.shape[0]
         t = unpack(targets).to(x0.device, x0.dtype)
+        ts = None if member is None else member.signs(n, x0)
         lo, hi = budget(x0, self.eps)
         adv = x0.clone()
         dist = torch.zeros(n, device=x0.device)
@@ -212,6 +219,7 @@ class Attack:
             xq = self._project(adv[active], lo[active], hi[active]).requires_grad_(True)
             cs = self._outputs(xq, rng)
             c = cs[0]
+            s = None if member is None else member.model(xq)
             dist[active] = bit_errors(c.detach(), t[active])
             trace[k] = dist
             if self._on_step is not None:
@@ -221,12 +229,17 @@ class Attack:
                 seen = cs[:checked].detach()
                 keep = ~torch.stack([is_done(v, t[active], self.margin) for v in seen]).all(0)
                 score = _score(seen, t[active])
+                if s is not None:  # the ensemble: the member's code at its target too
+                    keep |= bit_errors(s.detach(), ts[active]) > 0
+                    score = score - member_errors(s.detach(), ts[active])
                 better = score > best_score[active]
                 best[active[better]], best_score[active[better]] = xq.detach()[better], score[better]
             if not keep.any():
                 trace[k + 1 :] = dist
                 break
             loss = sum(self.loss(v[keep], t[active][keep], k).sum() for v in cs) / len(cs)
+            if s is not None:
+                loss = loss + self.loss(s[keep], ts[active][keep], k).sum()
             (grad,) = torch.autograd.grad(loss, xq)
             active = active[keep]
             adv[active] = torch.minimum(

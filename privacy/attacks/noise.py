@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from privacy.attacks.base import Attack, Result, bit_errors, budget
+from privacy.attacks.ensemble import Member
 from retrieval.core.codes import unpack
 
 
@@ -38,7 +39,9 @@ class Noise(Attack):
         )
         self.seed = seed
 
-    def _run(self, x0: torch.Tensor, targets: np.ndarray) -> Result:
+    def _run(self, x0: torch.Tensor, targets: np.ndarray, member: Member | None = None) -> Result:
+        if member is not None:
+            raise ValueError("noise follows no gradient, so it cannot mislead an ensemble member")
         n = x0.shape[0]
         lo, hi = budget(x0, self.eps)
         trace = torch.zeros(2, n, device=x0.device)

@@ -184,6 +184,8 @@ class PrivacyConfig:
     # target in the upload as sent and after each of robust_checks (real Pillow transformations)
     robust: bool = False
     robust_checks: tuple[str, ...] = ("jpeg90", "jpeg75", "resize0.5")
+    # ensemble protection: mislead a surrogate model trained here on the anchor pool's images too
+    ensemble: bool = False
 
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
@@ -201,6 +203,8 @@ class PrivacyConfig:
                 f"privacy.n_anchor ({self.n_anchor}) must be <= privacy.anchor_pool ({self.anchor_pool}): "
                 "anchors are drawn from the pool"
             )
+        if self.ensemble and self.method == "noise":
+            raise ValueError("privacy.ensemble needs a gradient method (rnm or tanh); got 'noise'")
         if self.robust and self.method != "rnm":
             raise ValueError(f"privacy.robust needs privacy.method = 'rnm'; got {self.method!r}")
         if self.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
