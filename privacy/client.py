@@ -149,6 +149,19 @@ class Protector:
                     "carrier mode needs the private image whose results to retrieve, one per carrier"
                 )
             target = carrier_target(self.model, private)
+        return self._run(x, target, labels, report)
+
+    def protect_codes(
+        self, images: torch.Tensor, target_codes: np.ndarray, target_labels: list[str | None] | None = None
+    ) -> list[Protected]:
+        """Push each image of a batch (n, 3, H, W) to its own target code (n, K/8), chosen by the
+        caller (decoy queries: a private image's code or a database item's); ``target_labels``
+        are only reported."""
+        x = images.to(self.model.device)
+        target = np.asarray(target_codes, dtype=np.uint8).reshape(len(x), -1)
+        return self._run(x, target, target_labels or [None] * len(x), None)
+
+    def _run(self, x, target, labels, report) -> list[Protected]:
         if isinstance(self.attack, Noise):  # the one attack that draws: from this protector's rng
             self.attack.seed = int(self.rng.integers(2**63))
         result = self.attack(x, target, on_step=report)

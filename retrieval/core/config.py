@@ -180,6 +180,8 @@ class PrivacyConfig:
     anchor_pool: int = 256  # database codes per label fetched once (and cached); anchors are drawn from them
     target_jitter: int = 0  # bits of a semantic target flipped at random, so protected codes do not collide
     model_sha256: str = ""  # "" = trust the server's model card; else refuse any other model
+    decoy_dir: str = ""  # photos decoy carriers are cut from; "" = photos bundled with installed packages
+    decoy_delay_s: float = 0.5  # decoy queries: the most seconds between two of a query's uploads
 
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
@@ -197,6 +199,8 @@ class PrivacyConfig:
                 f"privacy.n_anchor ({self.n_anchor}) must be <= privacy.anchor_pool ({self.anchor_pool}): "
                 "anchors are drawn from the pool"
             )
+        if not 0 <= self.decoy_delay_s <= 60:
+            raise ValueError(f"privacy.decoy_delay_s must be in [0, 60] seconds; got {self.decoy_delay_s}")
         if self.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
             raise ValueError(
                 f"privacy.model_sha256 must be 64 lowercase hex digits or empty; got {self.model_sha256!r}"
@@ -263,6 +267,8 @@ def load_config(path: str | Path | None = None) -> Config:
         cfg = override(cfg, paths={"work_dir": here / cfg.paths.work_dir})
     if cfg.client.ca_bundle and not Path(cfg.client.ca_bundle).is_absolute():
         cfg = override(cfg, client={"ca_bundle": str(here / cfg.client.ca_bundle)})
+    if cfg.privacy.decoy_dir and not Path(cfg.privacy.decoy_dir).is_absolute():
+        cfg = override(cfg, privacy={"decoy_dir": str(here / cfg.privacy.decoy_dir)})
     return cfg
 
 
