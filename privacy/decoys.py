@@ -5,7 +5,10 @@ photo from the user's decoy folder, at the model's input side) pushed in one bat
 protection, to a target code, encoded in the same format and sent in random order with random
 gaps. Only the targets differ: the real query's is the private image's own code (carrier mode:
 the private image never leaves this machine); a decoy's is the code of a database item from the
-anchor pool, so decoy targets are distributed as image codes are, not as P2S anchors.
+anchor pool, so decoy targets are distributed as image codes are, not as P2S anchors. The item is
+one whose code lies as far from its label's centre as the real code lies from its own
+(:func:`decoy_code`): the model was trained on the database, so an unseen image's code is off
+centre more often than a database item's, and would otherwise stand out.
 
 The labels: given the label the server will infer from the real query (estimated here from the
 pool), the decoys' labels are drawn so that the K labels are a sample without replacement whose
@@ -31,6 +34,8 @@ from PIL import Image
 from privacy.client import Protected, Protector
 from privacy.encode import Encoded, Encoding, encode_verified
 from privacy.pool import AnchorPool
+from privacy.targets import anchor_code
+from retrieval.core.codes import hamming
 from retrieval.core.imaging import load_image, to_tensor
 
 log = logging.getLogger(__name__)
@@ -176,12 +181,9 @@ def plan_decoys(
             f"{len(prior)}: use --decoys {len(prior) + (real_label not in prior)} or fewer"
         )
     labels = draw_decoy_labels(real_label, prior, k, rng)
-    weights = item_weights(pool)
-    targets = [np.asarray(real_code, dtype=np.uint8).reshape(-1)]
-    for label in labels:
-        rows = np.flatnonzero([lab == label for lab in inferred])
-        w = weights[rows] / weights[rows].sum()
-        targets.append(pool.codes[int(rng.choice(rows, p=w))])
+    real_code = np.asarray(real_code, dtype=np.uint8).reshape(-1)
+    distance = off_centre(pool, real_code, real_label)
+    targets = [real_code] + [decoy_code(pool, label, distance, rng) for label in labels]
     order = rng.permutation(k)  # order[i]: which of (real, decoy 1, ...) goes i-th
     drawn = [real_label, *labels]
     return DecoyPlan(
@@ -190,6 +192,34 @@ def plan_decoys(
         labels=tuple(drawn[j] for j in order),
         real=int(np.flatnonzero(order == 0)[0]),
     )
+
+
+def centres(pool: AnchorPool) -> dict[str, np.ndarray]:
+    """Each label's centre: the sign of the sum of the codes of the pool items retrieved as that
+    label (the P2S anchor of all of them). Shape: (K/8,) each."""
+    inferred = np.array([str(lab) for lab in pool.inferred_labels])
+    return {
+        str(n): anchor_code(pool.codes[inferred == n])[0] for n in set(pool.inferred_labels) if n is not None
+    }
+
+
+def off_centre(pool: AnchorPool, code: np.ndarray, label: str | None) -> int:
+    """Hamming distance from ``code`` to the centre of ``label`` (0 without one)."""
+    centre = centres(pool).get(str(label)) if label is not None else None
+    return 0 if centre is None else int(hamming(code.reshape(1, -1), centre.reshape(1, -1))[0, 0])
+
+
+def decoy_code(pool: AnchorPool, label: str, distance: int, rng: np.random.Generator) -> np.ndarray:
+    """The code of a pool item retrieved as ``label``, drawn (weighted to stand for the database)
+    among those whose distance from the label's centre is closest to ``distance``: the real
+    query's own distance from its centre, so that an image code off its label's centre (more
+    common for an unseen image than for a database item the model was trained on) is not the odd
+    one out among the K."""
+    rows = np.flatnonzero([lab == label for lab in pool.inferred_labels])
+    d = hamming(pool.codes[rows], centres(pool)[label].reshape(1, -1))[:, 0]
+    rows = rows[np.abs(d - distance) == np.abs(d - distance).min()]
+    w = item_weights(pool)[rows]
+    return pool.codes[int(rng.choice(rows, p=w / w.sum()))]
 
 
 def item_weights(pool: AnchorPool) -> np.ndarray:

@@ -204,6 +204,21 @@ def test_plan_sends_the_real_code_among_pool_codes_of_drawn_labels(photos) -> No
     assert {k: v / n for k, v in held.items()} == pytest.approx(
         {"w": 0.9, "x": 0.75, "y": 0.75, "z": 0.6}, abs=0.03
     )
+    # decoys lie as far from their label's centre (majority bit of its codes) as the real code does
+    bits = np.unpackbits(pool.codes, axis=1)
+    centre = {n: (bits[[lab == n for lab in pool.inferred_labels]].mean(axis=0) >= 0.5) for n in "wxyz"}
+    off = {
+        d: next(
+            c
+            for c, lab in zip(pool.codes, pool.inferred_labels)
+            if lab == "w" and (np.unpackbits(c) != centre["w"]).sum() == d
+        )
+        for d in (0, 1)
+    }
+    for d, code in off.items():
+        plan = plan_decoys(pool, code, K, paths, 8, rng)
+        for i in set(range(K)) - {plan.real}:
+            assert (np.unpackbits(plan.targets[i]) != centre[plan.labels[i]]).sum() == d
     # the same generator state gives the same plan
     a, b = (plan_decoys(pool, own, K, paths, 24, np.random.default_rng(9)) for _ in range(2))
     assert a.real == b.real and a.labels == b.labels and np.array_equal(a.targets, b.targets)
