@@ -154,6 +154,7 @@ class DecoyPlan:
 
 
 def check_decoys(k: int) -> int:
+    """``k`` (uploads per query, the real one included) if it is an int in [1, MAX_DECOYS]."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_DECOYS:
         raise ValueError(
             f"decoys must be an int in [1, {MAX_DECOYS}] (K uploads, the real one included); got {k!r}"
@@ -219,7 +220,7 @@ def decoy_code(pool: AnchorPool, label: str, distance: int, rng: np.random.Gener
     d = hamming(pool.codes[rows], centres(pool)[label].reshape(1, -1))[:, 0]
     rows = rows[np.abs(d - distance) == np.abs(d - distance).min()]
     w = item_weights(pool)[rows]
-    return pool.codes[int(rng.choice(rows, p=w / w.sum()))]
+    return pool.codes[int(rng.choice(rows, p=w / w.sum() if w.sum() > 0 else None))]
 
 
 def item_weights(pool: AnchorPool) -> np.ndarray:
