@@ -12,6 +12,8 @@ Everything random is seeded (`--seed`, printed): the images, the users' protecti
 and the knowing attacker's own protections (seed S + 1).
 
     python -m benchmarks.attackers [--per-label 6] [--seed 0] [--protection semantic ...]
+    python -m benchmarks.attackers --decoys 4 --decoy-trials 200 [--seed 0]   (the decoy rung only:
+        benchmarks/decoy_trials.py; writes docs/results/decoys.csv and decoys.md)
 
 A protection variant is a mode plus privacy settings, named in PROTECTIONS: add one there (e.g.
 a robust mode) and pass `--protection NAME` to measure it on the same ladder.
@@ -83,6 +85,11 @@ def main() -> None:
         meta = {k: saved[k] for k in ("command", "per_label", "seed")}
         _report(args, cfg, summary_from_json(saved), saved["facts"], meta)
         return
+    if args.decoys:  # the decoy rung instead of the ladder: its own queries, its own report
+        from benchmarks.decoy_trials import run_decoys
+
+        run_decoys(args, cfg)
+        return
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     rng = np.random.default_rng(args.seed)
@@ -137,6 +144,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"), help="folder of attackers.csv/.md")
     ap.add_argument("--client-json", default=str(ROOT / "webui" / "static" / "attackers.json"))
     ap.add_argument("--report-from", help="only rewrite the reports from a saved attackers.json")
+    ap.add_argument("--decoys", type=int, help="run the decoy rung instead: queries sent with --decoys K")
+    ap.add_argument("--decoy-trials", type=int, default=200, help="queries with decoys to send (--decoys)")
     ap.add_argument("--threads", type=int, help="torch threads (1 avoids oversubscription on a shared CPU)")
     args = ap.parse_args()
     if args.threads:

@@ -10,7 +10,7 @@ import click
 from hashveil.formats import encoding_of, file_check, format_options, kilobytes
 from hashveil.group import ca_bundle_option, config_of, guard, main
 from hashveil.ladder_command import ladder_options, run_ladder_cli
-from hashveil.options import protection_options, trust_options
+from hashveil.options import config_of_section, protection_options, trust_options
 from retrieval.core.config import Config
 
 
@@ -118,36 +118,44 @@ def _protected_line(p) -> str:
 )
 @protection_options
 @trust_options
+@click.option(
+    "--decoys",
+    type=click.IntRange(min=1),
+    help="send K uploads, all carriers cut from the decoy photos: one retrieves IMAGE's results (IMAGE is "
+    "never sent), K-1 point at other labels; shows only IMAGE's results (implies --protect)",
+)
+@click.option(
+    "--decoy-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="photos the carriers are cut from (privacy.decoy_dir; default: photos bundled with installed packages)",
+)
 @click.option("--radius", type=int, help="Hamming threshold, inclusive")
 @click.option("--k", type=int, help="at most k results")
 @format_options
 @click.pass_context
-def query(ctx, image, server_url, do_protect, radius, k, fmt, quality, protection, trust) -> None:
+def query(
+    ctx, image, server_url, do_protect, decoys, decoy_dir, radius, k, fmt, quality, protection, trust
+) -> None:
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
-    from privacy.send import QueryOptions, query_encoded
+    from privacy.send import QueryOptions
     from retrieval.core.imaging import load_image, to_tensor
     from retrieval.core.votes import majority_of
 
     cfg = trust.apply(ctx, protection.apply(ctx))
     encoding = encoding_of(fmt, quality)
     pixels = guard(lambda: to_tensor(load_image(image)))
-    private = protection.private
-    private_px = guard(lambda: to_tensor(load_image(private))) if private else None
-    click.echo(
-        f"protecting locally ({_seed_note(cfg)}); only the protected image will be sent"
-        if do_protect
-        else "sending the image as it is (no protection)"
-    )
-    opts = QueryOptions(
-        protection.mode, protection.target_label, radius, k, cfg.model.device, cfg.client.verify()
-    )
-    privacy = cfg.privacy if do_protect else None
-    sent = guard(
-        query_encoded, pixels, server_url, privacy, encoding, cfg.work_dir / "client-cache", opts, private_px
-    )
+    mode = "carrier" if decoys else protection.mode
+    opts = QueryOptions(mode, protection.target_label, radius, k, cfg.model.device, cfg.client.verify())
+    if decoys:
+        _check_decoy_flags(ctx, protection)
+        cfg = config_of_section(ctx, cfg, decoy_dir=decoy_dir)
+        sent = _query_decoys(cfg, pixels, server_url, encoding, opts, decoys)
+    else:
+        sent = _query_one(cfg, pixels, server_url, encoding, opts, protection.private, do_protect)
     p, answer = sent.protected, sent.answer
     if p is not None:
-        click.echo(f"protected ({protection.mode}): {_protected_line(p)}; {file_check(sent.encoded)}")
+        mode = "carrier" if decoys else protection.mode
+        click.echo(f"protected ({mode}): {_protected_line(p)}; {file_check(sent.encoded)}")
     click.echo(
         f"sent {kilobytes(len(sent.data))} ({encoding.describe()}; the file was {kilobytes(Path(image).stat().st_size)})"
     )
@@ -162,6 +170,52 @@ def query(ctx, image, server_url, do_protect, radius, k, fmt, quality, protectio
         )
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
+
+
+def _query_one(cfg: Config, pixels, server_url, encoding, opts, private: str | None, do_protect: bool):
+    """One upload: IMAGE as it is, or protected in the chosen mode."""
+    from privacy.send import query_encoded
+    from retrieval.core.imaging import load_image, to_tensor
+
+    private_px = guard(lambda: to_tensor(load_image(private))) if private else None
+    click.echo(
+        f"protecting locally ({_seed_note(cfg)}); only the protected image will be sent"
+        if do_protect
+        else "sending the image as it is (no protection)"
+    )
+    privacy = cfg.privacy if do_protect else None
+    cache = cfg.work_dir / "client-cache"
+    return guard(query_encoded, pixels, server_url, privacy, encoding, cache, opts, private_px)
+
+
+def _check_decoy_flags(ctx: click.Context, protection) -> None:
+    from click.core import ParameterSource
+
+    explicit_mode = ctx.get_parameter_source("mode") == ParameterSource.COMMANDLINE
+    if protection.private or protection.target_label or (explicit_mode and protection.mode != "carrier"):
+        raise click.UsageError(
+            "--decoys sends carriers cut from the decoy photos, pushed to IMAGE's code: "
+            "it takes no --private, --target-label or --mode other than carrier"
+        )
+
+
+def _query_decoys(cfg: Config, pixels, server_url: str, encoding, opts, decoys: int):
+    """K carrier uploads in random order, one for IMAGE's results and K-1 decoys (privacy.decoys)."""
+    from privacy.decoys import decoy_photos
+    from privacy.send import query_decoys
+
+    photos = guard(decoy_photos, cfg.privacy.decoy_dir)
+    click.echo(
+        f"protecting {decoys} carriers locally ({_seed_note(cfg)}): one retrieves what IMAGE would (IMAGE is "
+        f"never sent), {decoys - 1} are decoys; carriers cut from {len(photos)} decoy photo(s)"
+    )
+    cache = cfg.work_dir / "client-cache"
+    sent = guard(query_decoys, pixels, server_url, cfg.privacy, encoding, cache, opts, decoys, photos)
+    labels = ", ".join(str(label) for label in sent.decoys) or "none"
+    click.echo(
+        f"sent {decoys} uploads in random order (decoys pointing at: {labels}); IMAGE's results follow"
+    )
+    return sent
 
 
 @main.command()

@@ -170,9 +170,22 @@ class Protector:
                     "carrier mode needs the private image whose results to retrieve, one per carrier"
                 )
             target = carrier_target(self.model, private)
+        return self._run(x, target, labels, report, self._member(x, mode, labels, private))
+
+    def protect_codes(
+        self, images: torch.Tensor, target_codes: np.ndarray, target_labels: list[str | None] | None = None
+    ) -> list[Protected]:
+        """Push each image of a batch (n, 3, H, W) to its own target code (n, K/8), chosen by the
+        caller (decoy queries: a private image's code or a database item's); ``target_labels``
+        are only reported. The server's model only (no ensemble: the caller's codes have no
+        counterpart on a surrogate)."""
+        x = images.to(self.model.device)
+        target = np.asarray(target_codes, dtype=np.uint8).reshape(len(x), -1)
+        return self._run(x, target, target_labels or [None] * len(x), None)
+
+    def _run(self, x, target, labels, report, member: Member | None = None) -> list[Protected]:
         if isinstance(self.attack, Noise):  # the one attack that draws: from this protector's rng
             self.attack.seed = int(self.rng.integers(2**63))
-        member = self._member(x, mode, labels, private)
         result = self.attack(x, target, on_step=report, member=member)
         dist = hamming(result.codes, target).diagonal()
         s_dist = [None] * len(x)

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,14 @@ class AnchorPool:
         if not len(near):
             near = np.argsort(dist, kind="stable")[:NEAREST_K]
         return majority_label(self.labels[i] for i in near)[0]
+
+    @cached_property
+    def inferred_labels(self) -> tuple[str | None, ...]:
+        """:meth:`likely_label` of every pool item's own code (once per distinct code): the label
+        the server's retrieval gives that item, as far as the pool can tell."""
+        distinct, back = np.unique(self.codes, axis=0, return_inverse=True)
+        labels = [self.likely_label(code) for code in distinct]
+        return tuple(labels[int(i)] for i in back.reshape(-1))
 
 
 def cached_pool(path: Path, fetch: Callable[[], dict]) -> AnchorPool:

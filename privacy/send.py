@@ -7,12 +7,14 @@ compared with the code computed here from the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from privacy.client import Protected, connect
+from privacy.decoys import protect_decoys, send_in_order
 from privacy.encode import Encoded, Encoding, encode_verified
 from privacy.remote import RemoteService
 from retrieval.core.config import PrivacyConfig
@@ -24,6 +26,7 @@ class Sent:
     data: bytes  # exactly what was uploaded
     protected: Protected | None = None  # None: the image was sent unprotected
     encoded: Encoded | None = None  # the protected file as the server hashes it
+    decoys: tuple[str | None, ...] = ()  # decoy queries sent with it: the label each points at
 
     @property
     def server_agrees(self) -> bool | None:
@@ -66,3 +69,28 @@ def query_encoded(
 def _search(server: RemoteService, data: bytes, encoding: Encoding, opts: QueryOptions) -> dict:
     name = f"query{encoding.suffix}"
     return server.search(data, filename=name, mimetype=encoding.mimetype, radius=opts.radius, k=opts.k)
+
+
+def query_decoys(
+    private: torch.Tensor,
+    server_url: str,
+    privacy: PrivacyConfig,
+    encoding: Encoding,
+    cache_dir: Path,
+    opts: QueryOptions,
+    k: int,
+    photos: Sequence[Path],
+) -> Sent:
+    """Search with the results of ``private`` (3, H, W), which is never sent, among ``k - 1`` decoy
+    queries (:mod:`privacy.decoys`): K carriers cut from ``photos``, protected in one batch, sent
+    in random order with random gaps (``privacy.decoy_delay_s``); only the real answer is returned."""
+    protector, server = connect(server_url, privacy, cache_dir, opts.device, verify=opts.verify)
+    q = protect_decoys(protector, private, k, photos, encoding)
+    answers = send_in_order(
+        [f.data for f in q.files],
+        lambda data: _search(server, data, encoding, opts),
+        privacy.decoy_delay_s,
+        protector.rng,
+    )
+    r = q.real
+    return Sent(answers[r], q.files[r].data, q.protected[r], q.files[r], tuple(q.plan.decoy_labels))

@@ -5,14 +5,12 @@ It downloads the server's model once (sha256-checked, ``privacy.remote.RemoteSer
 an image in a background job, shows original / protected / amplified perturbation and the
 convergence curve, and on request sends the protected image, and nothing else, to the server.
 The original and a carrier mode's private image stay in this process: the only call that
-reaches the server's search is :func:`send`, and it sends ``job.pngs["protected"]``.
+reaches the server's search is :func:`send`, and it sends ``job.pngs["protected"]`` (with decoys,
+``job.uploads``: the K protected carriers, the real query's among them).
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,30 +19,25 @@ import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from privacy.client import Protector, ensemble_surrogate
-from privacy.encode import FORMATS, Encoding, encode_verified
-from privacy.pool import AnchorPool
-from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
+from privacy.decoys import MAX_DECOYS, decoy_photos, fetch_thumbnails, send_in_order
+from privacy.encode import FORMATS, Encoding
+from privacy.presets import MODES, STRENGTHS, check_mode
 from privacy.remote import RemoteService
-from privacy.targets import rng_from
-from retrieval.core.codes import to_hex
 from retrieval.core.config import Config
-from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, to_tensor
-from retrieval.core.model import HashNet
+from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_tensor
 from retrieval.core.params import parse_int
-from retrieval.core.votes import majority_of
 from retrieval.websecurity import LOOPBACK_NAMES, HostRule, secure_app
 from webui.assets import register_assets
-from webui.exposure import measured_ladder, server_views
-from webui.imagery import perturbation_png
-from webui.jobs import Busy, Job, JobRunner
+from webui.client_state import CONFIGURED, ClientState
+from webui.exposure import measured_ladder
+from webui.jobs import Busy, Job
 from webui.launch import install_token
 
 client_pages = Blueprint("client", __name__)
 
-CONFIGURED = "config"  # the strength that keeps cfg.privacy as it is
 IMAGE_KINDS = ("original", "protected", "perturbation", "private")
 RESULT_THUMB = 96
+DECOY_THUMBS = 24  # with decoys: results shown, whose thumbnails are fetched for all K answers at once
 
 
 def create_client_app(server_url: str, cfg: Config) -> Flask:
@@ -62,97 +55,6 @@ def create_client_app(server_url: str, cfg: Config) -> Flask:
     app.register_blueprint(client_pages)
     app.register_error_handler(HTTPException, _http_error)
     return app
-
-
-class ClientState:
-    """The server connection, the downloaded model and anchor pool, and the job runner of one client app.
-
-    One generator serves every job: fresh OS entropy, or ``privacy.seed`` when the user set one
-    (then the sequence of draws repeats from launch to launch).
-    """
-
-    def __init__(self, server: RemoteService, cfg: Config) -> None:
-        self.server = server
-        self.cfg = cfg
-        self.runner = JobRunner(self._protect)
-        self.rng = rng_from(cfg.privacy.seed)
-        self._lock = threading.Lock()
-        self._model: HashNet | None = None
-        self._sha256 = ""
-        self._counts: dict[str, int] | None = None
-        self._pool: AnchorPool | None = None
-
-    @property
-    def cache_dir(self) -> Path:
-        return Path(self.cfg.work_dir) / "client-cache"
-
-    def model(self) -> HashNet:
-        with self._lock:
-            if self._model is None:
-                self._model, card = self.server.model(
-                    self.cache_dir, self.cfg.model.device, pinned=self.cfg.privacy.model_sha256
-                )
-                self._sha256 = card.sha256
-            return self._model
-
-    def label_counts(self) -> dict[str, int]:
-        with self._lock:
-            if self._counts is None:
-                self._counts = self.server.labels()
-            return self._counts
-
-    def pool(self) -> AnchorPool:
-        """Codes (never images) of every label, fetched once and cached with the model."""
-        self.model()
-        with self._lock:
-            if self._pool is None:
-                self._pool = self.server.anchor_pool(
-                    self.cfg.privacy.anchor_pool, self.cache_dir, self._sha256
-                )
-            return self._pool
-
-    def _protect(self, job: Job) -> None:
-        """The job's work, in the runner's thread: everything here stays on this machine."""
-        job.phase = "fetching the server's model and anchor pool (once)"
-        model, pool = self.model(), self.pool()
-        privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
-        surrogate = ensemble_surrogate(privacy, self.server, pool, model, self.cache_dir / self._sha256)
-        protector = Protector(model, privacy, pool, self.rng, surrogate)
-        job.phase = "protecting on this machine"
-        p = protector.protect(
-            job.original,
-            job.mode,
-            target_label=job.target_label,
-            private=job.private,
-            on_step=lambda k, d: job.trace.append(d),
-        )
-        job.phase = "encoding and checking the file to send"
-        sent = encode_verified(model, p.image, p.target_code, p.distance, job.encoding)
-        original_code = model.encode(job.original.unsqueeze(0))[0]
-        perturbation, gain = perturbation_png(job.original, p.image)
-        pngs = {"original": to_png(job.original), "protected": sent.data, "perturbation": perturbation}
-        if job.private is not None:
-            pngs["private"] = to_png(job.private)
-        job.facts = {
-            **p.summary(),
-            "reached": p.distance == 0,
-            "gain": round(gain, 1),
-            "eps_255": round(privacy.eps * 255, 2),
-            "steps": privacy.steps,
-            "method": privacy.method,
-            "trace": [int(d) for d in p.trace[: p.iterations + 1]],
-            "original_code": to_hex(original_code),
-            "original_likely_label": protector.likely_label(original_code),
-            "protected_likely_label": protector.likely_label(p.code),
-            # what a server could read from the file as sent, and after re-encoding it
-            "server_views": server_views(model, pool, job.original, to_tensor(decode_image(sent.data))),
-            "randomness": "seed" if privacy.seed >= 0 else "os-entropy",
-            **sent.summary(),
-            "original_bytes": job.original_bytes,
-            "sent_bytes": len(pngs["protected"]),
-            "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
-        }
-        job.pngs, job.result = pngs, p
 
 
 def _state() -> ClientState:
@@ -207,6 +109,7 @@ def page() -> Any:
         formats=FORMATS,
         radius=st.cfg.server.radius,
         n_anchor=st.cfg.privacy.n_anchor,
+        decoy_dir=st.cfg.privacy.decoy_dir,
         ladder=measured_ladder(),
         error=error,
     )
@@ -240,8 +143,12 @@ def protect() -> tuple[Response, int]:
     encoding = Encoding(
         request.form.get("format", "png"), parse_int("quality", request.form.get("quality"), 90, 1, 100)
     )
-    original, size = _upload("image", "the image to protect")
-    private = _upload("private", "the private image")[0] if mode == "carrier" else None
+    decoys = parse_int("decoys", request.form.get("decoys"), 0, 0, MAX_DECOYS)
+    if decoys:  # the image is the private one: every upload is a carrier cut from the decoy photos
+        mode, target_label = "carrier", ""
+        decoy_photos(st.cfg.privacy.decoy_dir)  # a missing or empty folder is a 400 now, not a failed job
+    original, size = _upload("image", "the image to search for" if decoys else "the image to protect")
+    private = _upload("private", "the private image")[0] if mode == "carrier" and not decoys else None
     job = Job(
         mode=mode,
         strength=strength,
@@ -250,6 +157,7 @@ def protect() -> tuple[Response, int]:
         private=private,
         encoding=encoding,
         original_bytes=size,
+        decoys=decoys,
     )
     try:
         st.runner.submit(job)
@@ -300,49 +208,34 @@ def image(job_id: str, kind: str) -> Response:
 
 @client_pages.post("/jobs/<job_id>/send")
 def send(job_id: str) -> Response:
-    """Send the protected image, and only it, to the server's search; return what came back."""
-    job = _job(job_id)
+    """Send the protected image, and only it (with decoys: the K carriers in their drawn order,
+    with random gaps), to the server's search; return what came back for the real query."""
+    st, job = _state(), _job(job_id)
     if job.state != "done":
         abort(409, f"job {job_id} is {job.state}: only a finished protection can be sent")
     radius = parse_int("radius", request.form.get("radius"), None, 0, 1024)
     k = parse_int("k", request.form.get("k"), None, 1, 10**6)
-    answer = _state().server.search(
-        job.pngs["protected"],
-        filename=f"protected{job.encoding.suffix}",
-        mimetype=job.encoding.mimetype,
-        radius=radius,
-        k=k,
+    enc = job.encoding
+    search = lambda data: st.server.search(  # noqa: E731
+        data, filename=f"protected{enc.suffix}", mimetype=enc.mimetype, radius=radius, k=k
     )
-    hits = answer.get("results", [])
-    votes = answer.get("label_votes", {})  # over the whole result, not only the page shown
-    job.search = {
-        "code": answer.get("code"),
-        "radius": answer.get("radius"),
-        "k": answer.get("k"),
-        "count": answer.get("count", len(hits)),
-        "inferred_label": majority_of(votes),
-        "votes": votes,
-        "sent_bytes": len(job.pngs["protected"]),
-        "server_code_matches": answer.get("code") == job.facts.get("file_code"),
-        "results": [
-            {
-                "id": h["id"],
-                "distance": h["distance"],
-                "labels": h["labels"],
-                "thumb_url": url_for("client.thumb", image_id=h["id"], size=RESULT_THUMB),
-            }
-            for h in hits
-        ],
-    }
-    return jsonify(job.search)
+    thumb_url = lambda i: url_for("client.thumb", image_id=i, size=RESULT_THUMB)  # noqa: E731
+    if not job.uploads:
+        return jsonify(
+            job.record_search(search(job.pngs["protected"]), len(job.pngs["protected"]), thumb_url, 10**6)
+        )
+    answers = send_in_order(job.uploads, search, st.cfg.privacy.decoy_delay_s, st.rng)
+    st.thumbs = fetch_thumbnails(answers, DECOY_THUMBS, lambda i: st.server.image(i, RESULT_THUMB), st.rng)
+    return jsonify(job.record_search(answers[job.real], len(job.uploads[job.real]), thumb_url, DECOY_THUMBS))
 
 
 @client_pages.get("/thumbs/<int:image_id>")
 def thumb(image_id: int) -> Response:
     """A result's thumbnail, fetched from the server by id (so the page needs no other origin)."""
     size = parse_int("size", request.args.get("size"), RESULT_THUMB, THUMB_MIN, THUMB_MAX)
-    try:
-        data = _state().server.image(image_id, size)
+    try:  # after decoys, every answer's thumbnails are here: asking now would tell which answer is viewed
+        data = _state().thumbs.get(image_id) if size == RESULT_THUMB else None
+        data = data or _state().server.image(image_id, size)
     except ValueError as e:  # the server's 4xx/5xx, with its message
         abort(404, str(e))
     resp = Response(data, mimetype="image/png")

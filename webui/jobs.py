@@ -20,6 +20,7 @@ import torch
 
 from privacy.client import Protected
 from privacy.encode import Encoding
+from retrieval.core.votes import majority_of
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,42 @@ class Job:
     facts: dict[str, Any] = field(default_factory=dict)  # what the page shows besides the images
     search: dict[str, Any] | None = None  # the server's answer to the protected image
     trace: list[int] = field(default_factory=list)  # Hamming distance to the target so far, live
+    decoys: int = 0  # K uploads with decoys (0: one upload); ``original`` is then the private image
+    uploads: list[bytes] = field(default_factory=list)  # with decoys: the K files, in send order
+    real: int = 0  # with decoys: the position of the real query among ``uploads``
 
     @property
     def elapsed_s(self) -> float:
         return (self.finished or time.monotonic()) - self.started
+
+    def record_search(
+        self, answer: dict, sent_bytes: int, thumb_url: Callable[[int], str], shown: int
+    ) -> dict:
+        """Keep what the page shows of the server's answer: at most ``shown`` hits, each with the
+        URL of its thumbnail on this client."""
+        hits = answer.get("results", [])[:shown]
+        votes = answer.get("label_votes", {})  # over the whole result, not only the page shown
+        self.search = {
+            "code": answer.get("code"),
+            "radius": answer.get("radius"),
+            "k": answer.get("k"),
+            "count": answer.get("count", len(hits)),
+            "inferred_label": majority_of(votes),
+            "votes": votes,
+            "sent_bytes": sent_bytes,
+            "uploads": max(1, self.decoys),
+            "server_code_matches": answer.get("code") == self.facts.get("file_code"),
+            "results": [
+                {
+                    "id": h["id"],
+                    "distance": h["distance"],
+                    "labels": h["labels"],
+                    "thumb_url": thumb_url(h["id"]),
+                }
+                for h in hits
+            ],
+        }
+        return self.search
 
 
 class Busy(RuntimeError):

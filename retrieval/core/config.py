@@ -186,6 +186,8 @@ class PrivacyConfig:
     robust_checks: tuple[str, ...] = ("jpeg90", "jpeg75", "resize0.5")
     # ensemble protection: mislead a surrogate model trained here on the anchor pool's images too
     ensemble: bool = False
+    decoy_dir: str = ""  # photos decoy carriers are cut from; "" = photos bundled with installed packages
+    decoy_delay_s: float = 0.5  # decoy queries: the most seconds between two of a query's uploads
 
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
@@ -207,6 +209,8 @@ class PrivacyConfig:
             raise ValueError("privacy.ensemble needs a gradient method (rnm or tanh); got 'noise'")
         if self.robust and self.method != "rnm":
             raise ValueError(f"privacy.robust needs privacy.method = 'rnm'; got {self.method!r}")
+        if not 0 <= self.decoy_delay_s <= 60:
+            raise ValueError(f"privacy.decoy_delay_s must be in [0, 60] seconds; got {self.decoy_delay_s}")
         if self.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
             raise ValueError(
                 f"privacy.model_sha256 must be 64 lowercase hex digits or empty; got {self.model_sha256!r}"
@@ -273,6 +277,8 @@ def load_config(path: str | Path | None = None) -> Config:
         cfg = override(cfg, paths={"work_dir": here / cfg.paths.work_dir})
     if cfg.client.ca_bundle and not Path(cfg.client.ca_bundle).is_absolute():
         cfg = override(cfg, client={"ca_bundle": str(here / cfg.client.ca_bundle)})
+    if cfg.privacy.decoy_dir and not Path(cfg.privacy.decoy_dir).is_absolute():
+        cfg = override(cfg, privacy={"decoy_dir": str(here / cfg.privacy.decoy_dir)})
     return cfg
 
 

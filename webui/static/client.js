@@ -8,17 +8,22 @@
   const POLL_MS = 250;
   let current = null;  // the finished job's status
 
+  // With decoys the chosen image is the private one: every upload is a carrier from the decoy photos.
   function syncMode() {
+    const decoys = Number($("decoys").value) > 0;
     const mode = form.querySelector('input[name="mode"]:checked').value;
-    const carrier = mode === "carrier";
+    const carrier = mode === "carrier" && !decoys;
+    $("mode-field").hidden = decoys;
     $("private-zone").hidden = !carrier;
     $("private").disabled = !carrier;
     $("private").required = carrier;
-    $("target-field").hidden = mode !== "semantic";
-    $("target_label").disabled = mode !== "semantic";
-    $("image-label").textContent = carrier ? "Carrier image (protected, then sent)" : "Image to protect";
+    $("target-field").hidden = mode !== "semantic" || decoys;
+    $("target_label").disabled = mode !== "semantic" || decoys;
+    $("image-label").textContent = decoys ? "Image to search for (never sent)" :
+      carrier ? "Carrier image (protected, then sent)" : "Image to protect";
   }
   form.querySelectorAll('input[name="mode"]').forEach((r) => r.addEventListener("change", syncMode));
+  $("decoys").addEventListener("change", syncMode);
   syncMode();
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -78,7 +83,11 @@
     $("original-label").textContent = r.original_likely_label || "none";
     $("protected-code").textContent = r.code;
     $("protected-label").textContent = r.protected_likely_label || "none";
-    $("send-bytes").textContent = r.sent_bytes;
+    $("m-decoys").textContent = r.decoys ? (r.decoys.k - 1) + " decoys, pointing at " +
+      (r.decoys.labels.join(", ") || "no label") + "; carriers cut from " + r.decoys.photos + " photo(s)" : "none";
+    $("send-hint").textContent = r.decoys ?
+      "sends " + r.decoys.k + " protected files in random order (yours: " + r.sent_bytes + " bytes), nothing else" :
+      "sends " + r.sent_bytes + " bytes: the protected file only";
     const kb = (n) => (n / 1000).toFixed(n < 10000 ? 1 : 0) + " KB";
     $("m-file").textContent = r.format.toUpperCase() + (r.quality ? " q" + r.quality : "") + ", " +
       kb(r.sent_bytes) + " (your file: " + kb(r.original_bytes) + ")";
@@ -157,6 +166,8 @@
       $("result-count").textContent = body.count +
         (body.results.length < body.count ? " (the nearest " + body.results.length + " shown)" : "");
       $("result-label").textContent = body.inferred_label || "none (nothing retrieved)";
+      $("decoy-uploads").textContent = body.uploads;
+      $("decoy-note").hidden = body.uploads < 2;
       hashveil.renderHits($("hits"), body.results, (hit) => hit.thumb_url);
       $("results").hidden = false;
       $("results-title").scrollIntoView({ block: "start" });
