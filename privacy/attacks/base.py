@@ -86,6 +86,15 @@ def quantise(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tenso
     return torch.where(lo_q <= hi_q, q, x.clamp(lo, hi))
 
 
+def budget_levels(eps: float) -> int:
+    """The budget an 8-bit image actually gets: whole grey levels, floor(255 eps).
+
+    ``quantise`` keeps each pixel on k/255 inside [x - eps, x + eps], so for a pixel on the grid
+    the largest move is floor(255 eps) levels: eps 0.01 is 2/255, 0.032 is 8/255.
+    """
+    return int(np.floor(eps * GRID + _GRID_TOL))
+
+
 def check_images(images: torch.Tensor) -> torch.Tensor:
     """Validate a pixel batch: float (n, 3, H, W) in [0, 1]; returns it detached."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
