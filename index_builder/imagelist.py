@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from retrieval.core.imaging import load_image, to_tensor
+from retrieval.core.imaging import load_image, resize_square, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,12 @@ def label_names(folder: Path) -> tuple[str, ...] | None:
 
 
 class ImageDataset(Dataset):
-    """Images of an ImageList as float (3, S, S) tensors in [0, 1], with their ImageList index."""
+    """Images of an ImageList as float (3, S, S) tensors in [0, 1], with their ImageList index.
+
+    Each image is resized on its own by the model's resizer (``imaging.resize_square``), so that
+    images of any size batch together and the codes equal what the server computes from an
+    upload of the same file (the model's resize is then a no-op).
+    """
 
     def __init__(self, images: ImageList, indices: np.ndarray, image_size: int) -> None:
         indices = np.asarray(indices, dtype=np.int64)
@@ -117,5 +122,5 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         index = int(self.indices[i])
-        img = load_image(self.images.root / self.images.paths[index])
-        return to_tensor(img, self.image_size), index
+        x = to_tensor(load_image(self.images.root / self.images.paths[index]))
+        return resize_square(x[None], self.image_size)[0], index
