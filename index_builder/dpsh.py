@@ -48,10 +48,17 @@ class TrainResult:
 
 
 def train_key(cfg: Config) -> dict:
-    """The settings a trained model depends on; a checkpoint is reused only when they match."""
+    """The settings a trained model depends on; a checkpoint is reused only when they match.
+
+    ``data.redraw_splits`` counts only for the datasets that ship split lists, so models of the
+    other datasets keep their key.
+    """
+    data = asdict(cfg.data)
+    if cfg.data.dataset not in ("flickr25k", "nuswide"):
+        data.pop("redraw_splits")
     return {
         "model": {k: v for k, v in asdict(cfg.model).items() if k != "device"},
-        "data": asdict(cfg.data),
+        "data": data,
         "train": asdict(cfg.train),
     }
 
@@ -113,7 +120,10 @@ def _split_features(
     db = cached_features(model, images, splits.database, cache, desc="database features", **kw)
     query = cached_features(model, images, splits.query, cache, desc="query features", **kw)
     row = {int(i): r for r, i in enumerate(splits.database)}
-    train = db[[row[int(i)] for i in splits.train]]
+    if all(int(i) in row for i in splits.train):  # drawn splits: train is part of the database
+        train = db[[row[int(i)] for i in splits.train]]
+    else:  # a published train list of its own
+        train = cached_features(model, images, splits.train, cache, desc="train features", **kw)
     return {"database": db, "query": query, "train": train}
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -28,12 +28,18 @@ LABEL_NAME_FILES = ("labels.txt", "classes.txt")
 
 @dataclass(frozen=True, eq=False)
 class ImageList:
-    """Images at ``root / paths[i]`` with multi-hot ``labels[i]``; every image has at least one label."""
+    """Images at ``root / paths[i]`` with multi-hot ``labels[i]``; every image has at least one label.
+
+    ``published`` holds the splits a dataset ships with (split name -> sorted indices; "query"
+    and "database", maybe "train"), used as they are unless a redraw is asked for
+    (``index_builder.splits``); empty when the dataset has none.
+    """
 
     root: Path
     paths: tuple[str, ...]
     labels: np.ndarray  # (n, L) uint8 in {0, 1}
     label_names: tuple[str, ...]
+    published: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n, names = len(self.paths), len(self.label_names)
@@ -59,8 +65,17 @@ class ImageList:
         return hashlib.sha256("\n".join(self.paths).encode("utf-8")).hexdigest()
 
 
-def build_image_list(root: Path, paths: list[str], labels: np.ndarray, names: tuple[str, ...]) -> ImageList:
-    """Drop unlabelled images, check that every image file exists (all of them), and wrap up."""
+def build_image_list(
+    root: Path,
+    paths: list[str],
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    published: Mapping[str, Sequence[str]] | None = None,
+) -> ImageList:
+    """Drop unlabelled images, check that every image file exists (all of them), and wrap up.
+
+    ``published`` names the paths of each published split; dropped images leave them too.
+    """
     dups = [p for p, count in Counter(paths).items() if count > 1]
     if dups:
         raise ValueError(f"{root}: images listed twice, e.g. {dups[:3]}")
@@ -77,7 +92,12 @@ def build_image_list(root: Path, paths: list[str], labels: np.ndarray, names: tu
     missing = [p for p in paths if not (root / p).is_file()]
     if missing:
         raise ValueError(f"{root}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
-    return ImageList(Path(root), tuple(paths), np.ascontiguousarray(labels[keep]), tuple(names))
+    position = {p: i for i, p in enumerate(paths)}
+    splits = {
+        name: np.array(sorted(position[p] for p in members if p in position), dtype=np.int64)
+        for name, members in (published or {}).items()
+    }
+    return ImageList(Path(root), tuple(paths), np.ascontiguousarray(labels[keep]), tuple(names), splits)
 
 
 def clean_path(raw: str, where: str) -> str:

@@ -1,4 +1,5 @@
-"""Query / train / database splits of an ImageList, drawn from a seed and saved beside the work."""
+"""Query / train / database splits of an ImageList: the dataset's published lists when it has
+them (FLICKR-25K and NUS-WIDE list files), else drawn from a seed; saved beside the work."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ _SPLITS_VERSION = 1
 
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """Index arrays into an ImageList; train is a subset of database (DPSH convention)."""
+    """Index arrays into an ImageList. Drawn splits: train is a subset of database (DPSH
+    convention) and query is disjoint from it; published splits are as published."""
 
     query: np.ndarray  # int64, sorted
     train: np.ndarray  # int64, sorted, subset of database
@@ -30,12 +32,21 @@ class Splits:
 
 
 def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
-    """Draw query / database / train from cfg.seed, or reload them from ``path`` when they still match.
+    """The published splits, else drawn from cfg.seed (or reloaded from ``path`` when they still match).
 
-    Query = num_query random items; database = the rest (num_database of them when > 0); train =
+    Published (``images.published``, unless ``cfg.redraw_splits``): query, database and train
+    exactly as listed; with no train list, train is num_train random database items. Drawn:
+    query = num_query random items; database = the rest (num_database of them when > 0); train =
     num_train random database items. Saved as JSON with the seed, sizes and a hash of the paths.
     """
     path = Path(path)
+    if images.published and not cfg.redraw_splits:
+        splits = _published(images, cfg)
+        payload = {"version": _SPLITS_VERSION, "source": "published", "seed": cfg.seed, "n": len(images)}
+        payload.update(paths_sha256=images.paths_sha256())
+        payload.update({k: getattr(splits, k).tolist() for k in ("query", "train", "database")})
+        _write_atomic(path, json.dumps(payload))
+        return splits
     meta = {
         "version": _SPLITS_VERSION,
         "seed": cfg.seed,
@@ -55,6 +66,33 @@ def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
     payload = {**meta, **{k: getattr(splits, k).tolist() for k in ("query", "train", "database")}}
     _write_atomic(path, json.dumps(payload))
     return splits
+
+
+def _published(images: ImageList, cfg: DataConfig) -> Splits:
+    """The splits as the dataset's lists give them (see make_splits)."""
+    query, database = images.published["query"], images.published["database"]
+    if "train" in images.published:
+        train = images.published["train"]
+    else:
+        if cfg.num_train > len(database):
+            raise ValueError(
+                f"num_train must be at most the database list's {len(database)}; got {cfg.num_train}"
+            )
+        rng = np.random.default_rng(cfg.seed)
+        train = np.sort(rng.choice(database, size=cfg.num_train, replace=False))
+        log.info("no train list: training on %d images drawn from the database list", cfg.num_train)
+    overlap = np.intersect1d(query, database).size
+    if overlap:
+        log.warning(
+            "%d images are in both the query and the database list; keeping them as published", overlap
+        )
+    log.info(
+        "published splits: %d query, %d train, %d database (data.redraw_splits = true redraws them)",
+        len(query),
+        len(train),
+        len(database),
+    )
+    return Splits(query, np.asarray(train, dtype=np.int64), database, cfg.seed)
 
 
 def _draw(n: int, cfg: DataConfig) -> Splits:

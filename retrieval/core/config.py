@@ -53,6 +53,7 @@ class DataConfig:
     num_train: int = 20000
     num_database: int = 20000
     seed: int = 0
+    redraw_splits: bool = False  # published split lists (flickr25k, nuswide) are used as they are
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
