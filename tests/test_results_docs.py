@@ -82,7 +82,7 @@ def test_results_page_copies_tables_verbatim() -> None:
 
 def test_the_command_check_reads_what_evaluate_writes() -> None:
     """The CLI records its canonical command line (evaluate_command); the check parses it back."""
-    from hashveil.user_commands import evaluate_command
+    from hashveil.evaluate_command import evaluate_command
 
     group = main.make_context("hashveil", ["--config", "my config.toml", "evaluate"], resilient_parsing=True)
     sub = main.get_command(group, "evaluate").make_context("evaluate", [], parent=group)
@@ -98,6 +98,6 @@ def test_the_command_check_reads_what_evaluate_writes() -> None:
 
 def test_the_cli_offers_every_experiment() -> None:
     from evaluation.run import EXPERIMENTS
-    from hashveil.user_commands import EXPERIMENT_NAMES
+    from hashveil.evaluate_command import EXPERIMENT_NAMES
 
     assert set(EXPERIMENT_NAMES) == set(EXPERIMENTS)
