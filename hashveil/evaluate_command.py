@@ -31,6 +31,7 @@ EXPERIMENT_NAMES = ("table1", "table2", "table3", "figure2", "convergence-vs-sca
 @click.option(
     "--scale-factor", "scale_factors", type=float, multiple=True, help="convergence-vs-scale output scales"
 )
+@click.option("--batch-size", type=int, help="images per attack batch (default 32)")
 @click.pass_context
 def evaluate(ctx, quick, names, out_dir, **given) -> None:
     """Reproduce the paper's tables and figures on the configured dataset and model."""

@@ -86,7 +86,7 @@ def test_the_command_check_reads_what_evaluate_writes() -> None:
 
     group = main.make_context("hashveil", ["--config", "my config.toml", "evaluate"], resilient_parsing=True)
     sub = main.get_command(group, "evaluate").make_context("evaluate", [], parent=group)
-    given = {"queries": 7, "bits": (16, 24), "scale_factors": (10.0,), "tanh_steps": 2000}
+    given = {"queries": 7, "bits": (16, 24), "scale_factors": (10.0,), "tanh_steps": 2000, "batch_size": 50}
     line = evaluate_command(sub, False, ("table1", "figure2"), "docs/results", given)
     assert line.startswith("hashveil --config 'my config.toml' evaluate --queries 7")
     params = _parse(line)
