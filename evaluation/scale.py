@@ -158,6 +158,7 @@ def _table(rows: list[dict]) -> str:
 
 def _plot(path: Path, rows: list[dict], curves: dict, sizes: dict, steps: int) -> None:
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
     for name, size in sizes.items():
         xs = np.sort(np.clip(size, 1e-3, None))
@@ -176,6 +177,8 @@ def _plot(path: Path, rows: list[dict], curves: dict, sizes: dict, steps: int) -
     b.axhline(1, color="grey", lw=0.5)
     b.axhline(20, color="red", lw=0.5, ls="--", label="paper: about 20x")
     b.set(xscale="log", yscale="log", xlabel="mean |C|", ylabel="Tanh / RNM iterations to target")
+    b.xaxis.set_minor_formatter(NullFormatter())  # one label per decade, no overlapping minor labels
+    b.yaxis.set_minor_formatter(NullFormatter())
     b.set_title("Ratio versus output size")
     b.legend(fontsize=6)
     for i, name in enumerate(sizes):
