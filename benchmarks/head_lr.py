@@ -7,7 +7,7 @@ with the configured RNM toward P2S targets, at most ``--steps`` iterations. Prin
 MAP@all of that sample and of the whole query split (the model card), and the share of queries
 at their target.
 
-    OMP_NUM_THREADS=1 python benchmarks/head_lr.py [--queries 24] [--steps 40]
+    OMP_NUM_THREADS=1 python -m benchmarks.head_lr [--queries 24] [--steps 40]
 """
 
 from __future__ import annotations

@@ -159,6 +159,7 @@ def _table(rows: list[dict]) -> str:
 def _plot(path: Path, rows: list[dict], curves: dict, sizes: dict, steps: int) -> None:
     plt = pyplot()
     from matplotlib.ticker import NullFormatter
+
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
     for name, size in sizes.items():
         xs = np.sort(np.clip(size, 1e-3, None))
