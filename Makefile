@@ -21,9 +21,11 @@ deps: $(STAMP)
 	@$(MAKE) -s apt PKGS="dataset-fashion-mnist"
 
 # the browser tests drive Debian's Chromium headless (never a downloaded browser); the store tests
-# start their own PostgreSQL server from Debian's binaries (tests/pg.py), on loopback, in a temp dir
+# start their own PostgreSQL server from Debian's binaries (testkit/postgres.py), on loopback, in a temp
+# dir; the Milvus server tests start the standalone binary that the `milvus` wheel of the test extra
+# ships (testkit/milvus.py), likewise; the TLS tests make a throwaway CA with the openssl command
 test-deps: deps
-	@$(MAKE) -s apt PKGS="chromium chromium-driver postgresql"
+	@$(MAKE) -s apt PKGS="chromium chromium-driver postgresql openssl"
 
 apt:
 	@dpkg -s $(PKGS) >/dev/null 2>&1 || \

@@ -27,12 +27,20 @@ def read_log_store(db_url: str, limit: int = 100, offset: int = 0) -> list[Query
 
 
 def read_log_http(
-    server: str, token: str, limit: int = 100, offset: int = 0, *, uploads: bool = True, timeout: float = 30.0
+    server: str,
+    token: str,
+    limit: int = 100,
+    offset: int = 0,
+    *,
+    uploads: bool = True,
+    timeout: float = 30.0,
+    verify: bool | str = True,
 ) -> list[QueryLogRow]:
-    """Logged queries from a server's admin API (bearer token), with their uploads when asked."""
+    """Logged queries from a server's admin API (bearer token), with their uploads when asked;
+    ``verify``: an https:// server's certificate check (True or a CA bundle file)."""
     if not token:
         raise ValueError("an admin token is required to read the query log over HTTP")
-    api = ApiClient(server, timeout=timeout, token=token)
+    api = ApiClient(server, timeout=timeout, token=token, verify=verify)
     body = api.get_json("/api/admin/queries", limit=limit, offset=offset)
     where = f"{api.url}/api/admin/queries"
     if not isinstance(body.get("queries"), list):
@@ -74,3 +82,19 @@ def read_true_labels(path: str | Path) -> dict[int, set[str]]:
         if reader.fieldnames is None or [n.strip() for n in reader.fieldnames] != ["id", "labels"]:
             raise ValueError(f"{path}: header must be 'id,labels'; got {reader.fieldnames!r}")
         return {int(row["id"]): {s.strip() for s in row["labels"].split("|") if s.strip()} for row in reader}
+
+
+def read_groups(path: str | Path) -> dict[int, str]:
+    """Which group each logged upload belongs to (e.g. plain, semantic), for the attacker ladder:
+    a JSON object {"<log id>": "group"} or a CSV with header id,group."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise ValueError(f"{path} must hold a JSON object of id -> group name")
+        return {int(key): value for key, value in raw.items()}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or [n.strip() for n in reader.fieldnames] != ["id", "group"]:
+            raise ValueError(f"{path}: header must be 'id,group'; got {reader.fieldnames!r}")
+        return {int(row["id"]): row["group"].strip() for row in reader}

@@ -5,7 +5,7 @@ Builds the tests' tiny service (small_cnn, 16-bit codes, 200 generated images, 1
 in a temporary folder, serves it with waitress on a free loopback port and prints a Markdown table,
 then one summary line. Exits 1 if any input got an unexpected status or broke the next good query.
 
-    python benchmarks/bad_inputs.py
+    python -m benchmarks.bad_inputs
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The builder reads PNGs through a DataLoader and hashes them through the whole mo
 figure runs the same model on the same images already decoded in memory. The loader should not
 be the bottleneck (goal: the builder at >= 80 % of raw).
 
-    python benchmarks/build.py [--images 2000] [--workers 1]
+    python -m benchmarks.build [--images 2000] [--workers 1]
 """
 
 from __future__ import annotations

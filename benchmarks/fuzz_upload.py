@@ -8,7 +8,7 @@ Flask test client (which may only answer 2xx, or 4xx with a JSON error). Batches
 run until --seconds have passed; then it prints the examples tried, the status histogram and
 every failure, and exits 1 if there was one.
 
-    python benchmarks/fuzz_upload.py [--seconds 60] [--seed 0] [--threads 1] [--save-failures DIR]
+    python -m benchmarks.fuzz_upload [--seconds 60] [--seed 0] [--threads 1] [--save-failures DIR]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ step (forward + backward + Adam) and protection (RNM PGD steps, forward + backwa
 input). Pixels are random: speed does not depend on content, and nothing downloads
 (--pretrained names a local torchvision VGG-11 state_dict if you want its weights loaded).
 
-    python benchmarks/paper_config.py [--device auto] [--bits 32] [--batch 32] [--steps 20]
+    python -m benchmarks.paper_config [--device auto] [--bits 32] [--batch 32] [--steps 20]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ random target label other than its own is drawn; P2S targets are anchors of n_an
 codes, P2P targets one database code. Prints one line per method and target kind, then how
 many protected codes survive JPEG re-encoding and a 0.9x resize, with and without a margin.
 
-    python benchmarks/protection.py [--queries 100] [--tanh-steps 500]
+    python -m benchmarks.protection [--queries 100] [--tanh-steps 500]
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main() -> None:
         help="only these rows (rnm-proximal rnm-margin rnm-margin-sign rnm-literal tanh); default: all",
     )
     ap.add_argument("--no-robustness", action="store_true", help="skip the re-encoding check")
+    ap.add_argument("--seed", type=int, default=0, help="target draws (the benchmark seeds itself)")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(args.config)
@@ -94,7 +95,7 @@ def main() -> None:
     store = Store(cfg.db_url)
     idx = splits.query[: args.queries]
     x = torch.stack([to_tensor(decode_image((images.root / images.paths[i]).read_bytes())) for i in idx])
-    p2s, p2p, _ = targets(store, images.label_sets(idx), cfg.privacy.n_anchor, cfg.privacy.seed)
+    p2s, p2p, _ = targets(store, images.label_sets(idx), cfg.privacy.n_anchor, args.seed)
     with torch.no_grad():
         c = model(x)
     print(

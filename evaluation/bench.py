@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +26,14 @@ from tqdm import tqdm
 
 from evaluation.models import ModelVariant, model_for_bits, variant_config, variant_model
 from evaluation.options import EvalOptions
-from evaluation.protocol import QuerySample, draw_sample, t_map
+from evaluation.protocol import QuerySample, draw_sample, make_attack_for, t_map
 from index_builder.datasets import open_dataset
 from index_builder.features import cached_features, encode_images, head_codes
 from index_builder.imagelist import ImageDataset, ImageList
 from index_builder.splits import Splits, make_splits
-from privacy.attacks import from_config
 from privacy.metrics import psnr
 from privacy.targets import anchor_code, untargeted_target
-from retrieval.core.config import Config, PrivacyConfig
+from retrieval.core.config import Config
 from retrieval.core.metrics import MapResult, mean_average_precision
 from retrieval.core.model import HashNet, resolve_device
 
@@ -298,25 +297,3 @@ def open_workbench(
     out.mkdir(parents=True, exist_ok=True)
     wb.write_protocol(out, name)
     return wb, out
-
-
-def make_attack_for(
-    method: str,
-    model: HashNet,
-    p: PrivacyConfig,
-    *,
-    eps: float,
-    steps: int,
-    seed: int,
-    early_stop: bool = True,
-):
-    """The attack of an evaluation method name: rnm (config variant), rnm-literal, tanh, noise;
-    step size and rule from the privacy config (``privacy.attacks.from_config``)."""
-    if method == "noise":
-        return from_config(replace(p, method="noise"), model, eps=eps, early_stop=False, seed=seed)
-    if method == "tanh":
-        return from_config(replace(p, method="tanh"), model, eps=eps, steps=steps, early_stop=early_stop)
-    variant = "literal" if method == "rnm-literal" else p.rnm_variant
-    return from_config(
-        replace(p, method="rnm", rnm_variant=variant), model, eps=eps, steps=steps, early_stop=early_stop
-    )

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.bench import Workbench, make_attack_for, open_workbench
+from evaluation.bench import Workbench, open_workbench
 from evaluation.gradcam import cam_correlation, cam_entropy, grad_cam, overlay
 from evaluation.obfuscation import OBFUSCATIONS, gaussian_noise
 from evaluation.options import EvalOptions
+from evaluation.protocol import make_attack_for
 from evaluation.report import (
     PAPER_FIGURE3,
     Written,

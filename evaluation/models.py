@@ -9,14 +9,13 @@ still matches the settings that made them.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from index_builder.dpsh import train, train_key
+from index_builder.dpsh import card_matches, train
 from retrieval.core.config import Config, override
 from retrieval.core.model import HashNet, load_checkpoint, read_card
 
@@ -44,7 +43,7 @@ def model_for_bits(cfg: Config, bits: int) -> HashNet:
     """The trained model at cfg's length, else a model of ``bits`` trained with cfg's settings."""
     if bits == cfg.model.hash_bits:
         model, card = load_checkpoint(cfg.work_dir / "model")
-        if card.config and card.config != json.loads(json.dumps(train_key(cfg))):
+        if card.config and not card_matches(card.config, cfg):
             log.warning(
                 "work_dir/model was trained with other settings than this config; evaluating it anyway"
             )
@@ -103,4 +102,4 @@ def _checkpoint_matches(cfg: Config, model_dir: Path) -> bool:
         card = read_card(model_dir)
     except (FileNotFoundError, ValueError):
         return False
-    return card.config == json.loads(json.dumps(train_key(cfg)))
+    return card_matches(card.config, cfg)

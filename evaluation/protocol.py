@@ -15,19 +15,25 @@ ProS-GAN (Wang et al. 2021) and Huang et al. 2022, Sec. 5.1-5.2.
 Differences from DHTA's code, on purpose: a candidate vector needs >= n_anchor items and the
 anchors are drawn without replacement (DHTA: > n_anchor items, drawn with replacement), and the
 query's own vector is never the target (DHTA's draw does not exclude it).
+
+``make_attack_for`` builds the attack of each method name the tables use, with the privacy
+config's settings (one set of attack defaults).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from index_builder.imagelist import ImageList
 from index_builder.splits import Splits
+from privacy.attacks import from_config
 from privacy.targets import pick_target_label
+from retrieval.core.config import PrivacyConfig
 from retrieval.core.metrics import MapResult, mean_average_precision
+from retrieval.core.model import HashNet
 
 
 @dataclass(frozen=True)
@@ -142,3 +148,25 @@ def t_map(
             f"target_labels must be 0/1 of shape ({len(codes)}, {n_labels}); got shape {targets.shape}"
         )
     return mean_average_precision(codes, targets, db_codes, db_labels, db_ids, topk)
+
+
+def make_attack_for(
+    method: str,
+    model: HashNet,
+    p: PrivacyConfig,
+    *,
+    eps: float,
+    steps: int,
+    seed: int,
+    early_stop: bool = True,
+):
+    """The attack of an evaluation method name: rnm (config variant), rnm-literal, tanh, noise;
+    step size and rule from the privacy config (``privacy.attacks.from_config``)."""
+    if method == "noise":
+        return from_config(replace(p, method="noise"), model, eps=eps, early_stop=False, seed=seed)
+    if method == "tanh":
+        return from_config(replace(p, method="tanh"), model, eps=eps, steps=steps, early_stop=early_stop)
+    variant = "literal" if method == "rnm-literal" else p.rnm_variant
+    return from_config(
+        replace(p, method="rnm", rnm_variant=variant), model, eps=eps, steps=steps, early_stop=early_stop
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import click
+import requests
 
 from retrieval.core.config import Config, load_config, override
 
@@ -51,12 +52,23 @@ def metrics_text(card) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in card.metrics.items())
 
 
+def ca_bundle_option(f):
+    """``--ca-bundle FILE``: for the commands that talk to an https:// server as its user."""
+    return click.option(
+        "--ca-bundle",
+        type=click.Path(exists=True, dir_okay=False),
+        help="CA certificates (PEM) to check an https:// server's certificate against (client.ca_bundle)",
+    )(f)
+
+
 def guard(fn, *args, **kw):
     """Run a library call, turning the errors users can fix into a one-line message."""
     try:
         return fn(*args, **kw)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError, ConnectionError) as e:  # not a traceback
         raise click.ClickException(str(e)) from None
+    except requests.RequestException as e:  # refused, timed out, an untrusted TLS certificate
+        raise click.ClickException(f"cannot reach the server: {e}") from None
 
 
 @main.command("config")

@@ -1,14 +1,19 @@
-"""The service provider's verbs: train, build-index, serve, prune-log, search, demo."""
+"""The service provider's verbs: train, build-index, serve, prune-log, search, demo (add / remove:
+collection_commands.py)."""
 
 from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from hashveil.group import config_of, guard, main, metrics_text
-from retrieval.core.config import Config
+from retrieval.core.config import Config, ServerConfig
+
+if TYPE_CHECKING:
+    from retrieval.service.manifest import Manifest
 
 
 def model_options(f):
@@ -19,13 +24,27 @@ def model_options(f):
         click.option("--pretrained", help="model.pretrained: local torchvision state_dict"),
         click.option("--dataset", help="data.dataset"),
         click.option("--data-dir", help="data.data_dir"),
+        click.option("--layout", help="data.layout of a folder: auto | csv | classes | flat"),
+        click.option("--num-query", type=int, help="data.num_query (0: 10 %, at most 1,000)"),
+        click.option("--num-train", type=int, help="data.num_train (0: the database, at most 20,000)"),
+        click.option("--num-database", type=int, help="data.num_database (0: all the rest)"),
     ):
         f = opt(f)
     return f
 
 
 def _model_sections(
-    backbone=None, hash_bits=None, image_size=None, pretrained=None, dataset=None, data_dir=None, **_
+    backbone=None,
+    hash_bits=None,
+    image_size=None,
+    pretrained=None,
+    dataset=None,
+    data_dir=None,
+    layout=None,
+    num_query=None,
+    num_train=None,
+    num_database=None,
+    **_,
 ) -> dict:
     return {
         "model": {
@@ -34,7 +53,14 @@ def _model_sections(
             "image_size": image_size,
             "pretrained": pretrained,
         },
-        "data": {"dataset": dataset, "data_dir": data_dir},
+        "data": {
+            "dataset": dataset,
+            "data_dir": data_dir,
+            "layout": layout,
+            "num_query": num_query,
+            "num_train": num_train,
+            "num_database": num_database,
+        },
         "train": {},
     }
 
@@ -90,21 +116,33 @@ def build_index(
         verb = "already complete, skipped" if done.skipped else f"hashed in {done.hash_seconds:.1f} s"
         click.echo(f"shard {index}/{count}: {done.images} images {verb} -> {done.path}")
         return
-    if merge or shards.shards_complete(cfg):
+    if merge or guard(shards.shards_complete, cfg):
         result = guard(shards.merge_shards, cfg)
-        click.echo(f"merged the shards in {shards.shard_dir(cfg)}")
-    else:
-        result = guard(run_build, cfg, use_cache=not no_cache)
+        m = result.manifest
+        where = m.milvus_collection if m.index_backend == "milvus" else shards.shard_dir(cfg)
+        click.echo(f"merged the shards in {where}")
+        click.echo(f"indexed {result.images} images ({result.total_seconds:.1f} s) into {_index_of(cfg, m)}")
+        return
+    result = guard(run_build, cfg, use_cache=not no_cache)
     click.echo(
         f"indexed {result.images} images ({result.images_per_second:.0f} images/s hashing, "
-        f"{result.total_seconds:.1f} s in all) into {cfg.work_dir / 'index'}"
+        f"{result.total_seconds:.1f} s in all) into {_index_of(cfg, result.manifest)}"
     )
+
+
+def _index_of(cfg: Config, m: Manifest) -> str:
+    """Where a build put its index, for the closing line."""
+    if m.index_backend == "milvus":
+        return f"Milvus collection {m.milvus_collection} at {m.milvus_uri} (manifest in {cfg.work_dir / 'index'})"
+    return str(cfg.work_dir / "index")
 
 
 @main.command()
 @click.option("--host", help="server.host")
 @click.option("--port", type=int, help="server.port")
-@click.option("--threads", type=int, default=8, show_default=True, help="waitress worker threads")
+@click.option(
+    "--threads", type=int, default=16, show_default=True, help="waitress worker threads (>= server.batch_max)"
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) -> None:
     """Run the search server (waitress) on the built index."""
@@ -112,24 +150,57 @@ def serve(ctx: click.Context, host: str | None, port: int | None, threads: int) 
     _serve(cfg, threads)
 
 
-def _serve(cfg: Config, threads: int = 8) -> None:
+def _serve(cfg: Config, threads: int = 16) -> None:
     import faiss
     import waitress
 
+    from index_builder.update import recover
     from retrieval.service.server import create_app
     from webui.service import mount_service_pages
 
+    done = guard(recover, cfg)  # an interrupted `hashveil add` / `remove`
+    if done:
+        click.echo(f"{done} in {cfg.work_dir / 'index'}")
     app = guard(create_app, cfg)
     mount_service_pages(app)
     faiss.omp_set_num_threads(1)  # one query per request thread: FAISS's own threads only contend
     click.echo(f"hashveil search server on http://{cfg.server.host}:{cfg.server.port}/  (Ctrl+C stops it)")
-    waitress.serve(
-        app,
-        host=cfg.server.host,
-        port=cfg.server.port,
-        threads=threads,
-        max_request_body_size=int(cfg.server.max_upload_mb * 2**20) + 65536,
+    click.echo(f"answering the host names {host_names(cfg.server)}")
+    waitress.serve(app, **waitress_options(cfg, threads))
+
+
+def host_names(server: ServerConfig) -> str:
+    """server.allowed_hosts in words, for the start-up line."""
+    from retrieval.websecurity import server_host_rule
+
+    rule = server_host_rule(server.host, server.allowed_hosts)
+    return ", ".join(rule.names) + (
+        " and IP addresses (list the names you serve in server.allowed_hosts)" if rule.any_ip else ""
     )
+
+
+def waitress_options(cfg: Config, threads: int = 16) -> dict:
+    """waitress.serve's keywords for ``[server]``: where to listen, how much body to read (so that
+    over-limit bodies get the app's JSON 413), and the proxy to trust."""
+    from retrieval.service.server import wsgi_body_limit
+
+    server = cfg.server
+    options = {
+        "host": server.host,
+        "port": server.port,
+        "threads": threads,
+        "max_request_body_size": wsgi_body_limit(cfg),
+    }
+    if server.trusted_proxy:  # behind a TLS-terminating proxy: its scheme, host and client address
+        options["trusted_proxy"] = server.trusted_proxy
+        options["trusted_proxy_headers"] = {
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-for",
+        }
+        options["clear_untrusted_proxy_headers"] = True
+    return options
 
 
 @main.command("prune-log")

@@ -1,65 +1,18 @@
-"""The user's and the auditor's verbs: protect, query, client, audit (evaluate: evaluate_command.py)."""
+"""The user's and the auditor's verbs: protect, query, audit (``client``: client_command.py; ``evaluate``:
+evaluate_command.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from hashveil.group import config_of, guard, main
-from retrieval.core.config import Config, override
-
-
-def protection_options(f):
-    for opt in (
-        click.option(
-            "--mode",
-            type=click.Choice(["semantic", "carrier", "untargeted"]),
-            default="semantic",
-            show_default=True,
-            help="what to hide (see README)",
-        ),
-        click.option("--target-label", help="semantic mode: the label to point at (default: random other)"),
-        click.option(
-            "--strength", type=click.Choice(["low", "mid", "high"]), help="preset for --eps/--steps"
-        ),
-        click.option("--eps", type=float, help="L_inf budget in pixels [0, 1] (privacy.eps)"),
-        click.option("--steps", type=int, help="most PGD steps (privacy.steps)"),
-        click.option("--method", type=click.Choice(["rnm", "tanh", "noise"]), help="privacy.method"),
-        click.option(
-            "--variant",
-            type=click.Choice(["margin", "proximal", "literal"]),
-            help="privacy.rnm_variant (literal = the paper's eq. 12 as written)",
-        ),
-        click.option("--margin", type=float, help="privacy.margin: keep bits this far past 0"),
-        click.option(
-            "--private",
-            type=click.Path(exists=True, dir_okay=False),
-            help="carrier mode: the private image whose results the carrier should retrieve",
-        ),
-    ):
-        f = opt(f)
-    return f
-
-
-def _privacy_config(ctx: click.Context, strength, eps, steps, method, variant, margin) -> Config:
-    from privacy.presets import apply_strength
-
-    cfg = config_of(ctx)
-    try:
-        preset = apply_strength(cfg.privacy, strength)  # flags given explicitly win over the preset
-        return override(
-            cfg,
-            privacy={
-                "eps": eps if eps is not None else preset.eps,
-                "steps": steps if steps is not None else preset.steps,
-                "method": method,
-                "rnm_variant": variant,
-                "margin": margin,
-            },
-        )
-    except (ValueError, TypeError) as e:
-        raise click.BadParameter(str(e)) from None
+from hashveil.formats import encoding_of, file_check, format_options, kilobytes
+from hashveil.group import ca_bundle_option, config_of, guard, main
+from hashveil.ladder_command import ladder_options, run_ladder_cli
+from hashveil.options import protection_options, trust_options
+from retrieval.core.config import Config
 
 
 def _protector(cfg: Config, server_url: str | None):
@@ -68,43 +21,50 @@ def _protector(cfg: Config, server_url: str | None):
     from privacy.client import connect
 
     if server_url:
-        return guard(connect, server_url, cfg.privacy, cfg.work_dir / "client-cache", cfg.model.device)
-    return guard(local_protector, cfg.work_dir / "model", cfg.db_url, cfg.privacy, cfg.model.device), None
+        return guard(
+            connect,
+            server_url,
+            cfg.privacy,
+            cfg.work_dir / "client-cache",
+            cfg.model.device,
+            verify=cfg.client.verify(),
+        )
+    protector = guard(
+        local_protector, cfg.work_dir / "model", cfg.db_url, cfg.privacy, cfg.model.device, cfg.server.radius
+    )
+    return protector, None
+
+
+def _seed_note(cfg: Config) -> str:
+    seed = cfg.privacy.seed
+    return (
+        f"seed {seed}: targets and anchors repeat exactly (experiments only)"
+        if seed >= 0
+        else "targets and anchors drawn from fresh OS entropy"
+    )
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @protection_options
+@trust_options
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="output folder (default: beside each input)"
 )
 @click.option("--server", "server_url", help="use this server's model and anchors (default: the local ones)")
 @click.option("--overwrite", is_flag=True, help="protect again files that already have an output")
+@format_options
 @click.pass_context
-def protect(
-    ctx,
-    inputs,
-    mode,
-    target_label,
-    strength,
-    eps,
-    steps,
-    method,
-    variant,
-    margin,
-    private,
-    out_dir,
-    server_url,
-    overwrite,
-) -> None:
-    """Protect images (files or folders) before they go anywhere; writes NAME.protected.png."""
+def protect(ctx, inputs, out_dir, server_url, overwrite, fmt, quality, protection, trust) -> None:
+    """Protect images (files or folders) before they go anywhere; writes NAME.protected.png (or --format)."""
     from privacy.batch import protect_files
 
-    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
+    cfg = trust.apply(ctx, protection.apply(ctx))
+    encoding = encoding_of(fmt, quality)
     protector, _ = _protector(cfg, server_url)
     click.echo(
-        "Outputs are PNG at the original resolution, EXIF orientation applied, and ALL metadata "
-        "(EXIF, GPS, ICC, text) removed."
+        f"Outputs are {encoding.describe()} at the original resolution, EXIF orientation applied, and "
+        f"ALL metadata (EXIF, GPS, ICC, text) removed; {_seed_note(cfg)}."
     )
     done = skipped = failed = 0
     for outcome in guard(
@@ -112,11 +72,12 @@ def protect(
             protect_files(
                 protector,
                 list(inputs),
-                mode=mode,
+                mode=protection.mode,
                 out_dir=Path(out_dir) if out_dir else None,
-                target_label=target_label,
-                private=Path(private) if private else None,
+                target_label=protection.target_label,
+                private=Path(protection.private) if protection.private else None,
                 overwrite=overwrite,
+                encoding=encoding,
             )
         )
     ):
@@ -128,15 +89,20 @@ def protect(
             click.echo(f"skipped {outcome.source}: {outcome.output} exists (--overwrite redoes it)")
         else:
             done += 1
-            p = outcome.protected
+            size = f"{kilobytes(outcome.input_bytes)}) -> {outcome.output} ({kilobytes(len(outcome.encoded.data))}"
             click.echo(
-                f"{outcome.source} -> {outcome.output}: {p.iterations} iterations, Hamming to target "
-                f"{p.distance}, PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255"
-                + (f", target label {p.target_label}" if p.target_label else "")
+                f"{outcome.source} ({size}): {_protected_line(outcome.protected)}; {file_check(outcome.encoded)}"
             )
     click.echo(f"{done} protected, {skipped} skipped, {failed} failed")
     if failed:
         ctx.exit(1)
+
+
+def _protected_line(p) -> str:
+    return (
+        f"{p.iterations} iterations, Hamming to target {p.distance}, PSNR {p.psnr:.1f} dB, "
+        f"L_inf {p.linf * 255:.1f}/255" + (f", target label {p.target_label}" if p.target_label else "")
+    )
 
 
 @main.command()
@@ -146,80 +112,57 @@ def protect(
     "--protect", "do_protect", is_flag=True, help="protect locally and send only the protected image"
 )
 @protection_options
+@trust_options
 @click.option("--radius", type=int, help="Hamming threshold, inclusive")
 @click.option("--k", type=int, help="at most k results")
+@format_options
 @click.pass_context
-def query(
-    ctx,
-    image,
-    server_url,
-    do_protect,
-    mode,
-    target_label,
-    strength,
-    eps,
-    steps,
-    method,
-    variant,
-    margin,
-    private,
-    radius,
-    k,
-) -> None:
+def query(ctx, image, server_url, do_protect, radius, k, fmt, quality, protection, trust) -> None:
     """Query a server with IMAGE; with --protect only a protected version leaves this machine."""
-    from privacy.client import query as run_query
+    from privacy.send import QueryOptions, query_encoded
     from retrieval.core.imaging import load_image, to_tensor
+    from retrieval.core.votes import majority_of
 
-    cfg = _privacy_config(ctx, strength, eps, steps, method, variant, margin)
+    cfg = trust.apply(ctx, protection.apply(ctx))
+    encoding = encoding_of(fmt, quality)
     pixels = guard(lambda: to_tensor(load_image(image)))
+    private = protection.private
     private_px = guard(lambda: to_tensor(load_image(private))) if private else None
     click.echo(
-        "protecting locally; only the protected image will be sent"
+        f"protecting locally ({_seed_note(cfg)}); only the protected image will be sent"
         if do_protect
         else "sending the image as it is (no protection)"
     )
-    answer, p = guard(
-        run_query,
-        pixels,
-        server_url,
-        cfg.privacy if do_protect else None,
-        cache_dir=cfg.work_dir / "client-cache",
-        mode=mode,
-        target_label=target_label,
-        private=private_px,
-        radius=radius,
-        k=k,
-        device=cfg.model.device,
+    opts = QueryOptions(
+        protection.mode, protection.target_label, radius, k, cfg.model.device, cfg.client.verify()
     )
+    privacy = cfg.privacy if do_protect else None
+    sent = guard(
+        query_encoded, pixels, server_url, privacy, encoding, cfg.work_dir / "client-cache", opts, private_px
+    )
+    p, answer = sent.protected, sent.answer
     if p is not None:
-        click.echo(
-            f"protected ({mode}): {p.iterations} iterations, Hamming to target {p.distance}, "
-            f"PSNR {p.psnr:.1f} dB, L_inf {p.linf * 255:.1f}/255"
-        )
+        click.echo(f"protected ({protection.mode}): {_protected_line(p)}; {file_check(sent.encoded)}")
+    click.echo(
+        f"sent {kilobytes(len(sent.data))} ({encoding.describe()}; the file was {kilobytes(Path(image).stat().st_size)})"
+    )
     click.echo(f"code {answer['code']}: {answer['count']} results within radius {answer['radius']}")
+    votes = answer.get("label_votes", {})
+    if votes:
+        label = majority_of(votes)
+        click.echo(f"the label the server would infer: {label} ({votes[label]} of {answer['count']} items)")
+    if sent.server_agrees is False:
+        click.echo(
+            f"WARNING: the server's code differs from {sent.encoded.summary()['file_code']}, computed here from the same file"
+        )
     for r in answer["results"][:20]:
         click.echo(f"  id {r['id']:>7}  distance {r['distance']:>2}  {', '.join(r['labels'])}")
 
 
 @main.command()
-@click.option("--server", "server_url", required=True, help="the search server, e.g. http://127.0.0.1:5000")
-@click.option("--port", type=int, default=5001, show_default=True, help="local port of the client app")
-@click.pass_context
-def client(ctx, server_url: str, port: int) -> None:
-    """The privacy client as a local web app (localhost only): protect, then send only the protected image."""
-    import waitress
-
-    from webui.client import create_client_app
-
-    cfg = config_of(ctx)
-    app = guard(create_client_app, server_url, cfg)
-    click.echo(f"hashveil privacy client on http://127.0.0.1:{port}/ for {server_url}  (Ctrl+C stops it)")
-    waitress.serve(app, host="127.0.0.1", port=port, threads=4)
-
-
-@main.command()
 @click.option("--server", "server_url", help="read the query log from this server's admin API")
 @click.option("--token", envvar="HASHVEIL_ADMIN_TOKEN", help="admin token (or HASHVEIL_ADMIN_TOKEN)")
+@ca_bundle_option
 @click.option("--db-url", help="read the query log from this database (default: the config's)")
 @click.option("--limit", type=int, default=100, show_default=True, help="newest N logged queries")
 @click.option(
@@ -235,19 +178,34 @@ def client(ctx, server_url: str, port: int) -> None:
 @click.option(
     "--html", "html_out", type=click.Path(dir_okay=False), help="write an HTML report with thumbnails"
 )
+@ladder_options
 @click.pass_context
 def audit(
-    ctx, server_url, token, db_url, limit, labels_file, original, sent, radius, json_out, html_out
+    ctx,
+    server_url,
+    token,
+    ca_bundle,
+    db_url,
+    limit,
+    labels_file,
+    original,
+    sent,
+    radius,
+    json_out,
+    html_out,
+    ladder,
 ) -> None:
     """What an attacker holding the server's query log learns (or compare --original with --sent)."""
     from audit import logs, replay, report, report_html
     from retrieval.core.imaging import load_image, to_tensor
     from retrieval.service.search import open_searcher
 
-    cfg = config_of(ctx)
+    cfg = config_of(ctx, client={"ca_bundle": ca_bundle})
     searcher = guard(open_searcher, cfg)
     if bool(original) != bool(sent):
         raise click.UsageError("--original and --sent go together")
+    if original and ladder.attackers:
+        raise click.UsageError("--attackers reads a query log; it does not combine with --original/--sent")
     if original:
         o, s = (guard(lambda p: to_tensor(load_image(p)), p) for p in (original, sent))
         result = guard(replay.audit_pair, None, searcher, o, s, radius=radius or cfg.server.radius, k=10)
@@ -256,7 +214,7 @@ def audit(
         if server_url and not token:
             raise click.UsageError("--server needs --token (or HASHVEIL_ADMIN_TOKEN)")
         rows = (
-            guard(logs.read_log_http, server_url, token, limit=limit)
+            guard(logs.read_log_http, server_url, token, limit=limit, verify=cfg.client.verify())
             if server_url
             else guard(logs.read_log_store, db_url or cfg.db_url, limit=limit)
         )
@@ -264,8 +222,15 @@ def audit(
         result = guard(replay.audit_log, searcher, rows, radius=radius, true_labels=truth)
         html = lambda: report_html.log_html(result, searcher, rows)
     click.echo(report.format_summary(result))
+    ladder_json = None
+    if ladder.attackers and not original:
+        ladder_json = run_ladder_cli(ctx, cfg, searcher, rows, truth, ladder, radius)
     if json_out:
-        Path(json_out).write_text(report.to_json(result))
+        Path(json_out).write_text(
+            report.to_json(result)
+            if ladder_json is None
+            else json.dumps({"audit": json.loads(report.to_json(result)), "ladder": ladder_json}, indent=2)
+        )
     if html_out:
         Path(html_out).write_text(html())
         click.echo(f"HTML report: {html_out}")

@@ -24,7 +24,7 @@ from index_builder.datasets import open_dataset
 from index_builder.features import cached_features, encode_images, head_codes, loader
 from index_builder.imagelist import ImageList
 from index_builder.splits import Splits, make_splits
-from retrieval.core.config import Config
+from retrieval.core.config import Config, DataConfig
 from retrieval.core.metrics import mean_average_precision
 from retrieval.core.model import HashNet, ModelCard, read_card, resolve_device, save_checkpoint
 
@@ -47,15 +47,21 @@ class TrainResult:
     map_untrained: float
 
 
-def train_key(cfg: Config) -> dict:
+SIZE_KEYS = ("num_query", "num_train", "num_database")
+
+
+def train_key(cfg: Config, splits: Splits | None = None) -> dict:
     """The settings a trained model depends on; a checkpoint is reused only when they match.
 
+    With ``splits``, the sizes drawn replace the configured ones (0 = sized to the data).
     ``data.redraw_splits`` counts only for the datasets that ship split lists, so models of the
     other datasets keep their key.
     """
     data = asdict(cfg.data)
     if cfg.data.dataset not in ("flickr25k", "nuswide"):
         data.pop("redraw_splits")
+    if splits is not None:
+        data.update(zip(SIZE_KEYS, (len(splits.query), len(splits.train), len(splits.database))))
     return {
         "model": {k: v for k, v in asdict(cfg.model).items() if k != "device"},
         "data": data,
@@ -63,12 +69,29 @@ def train_key(cfg: Config) -> dict:
     }
 
 
+def card_matches(card_config: dict, cfg: Config) -> bool:
+    """Whether a model card's recorded settings are cfg's.
+
+    A split size left at 0 in cfg (sized to the data) matches the size the card records; a data
+    key the card lacks (a checkpoint older than the key) counts as the key's default.
+    """
+    if not card_config:
+        return False
+    want = json.loads(json.dumps(train_key(cfg)))
+    got = json.loads(json.dumps(card_config))
+    data = {**json.loads(json.dumps(asdict(DataConfig()))), **got.get("data", {})}
+    data.update({k: 0 for k in SIZE_KEYS if want["data"][k] == 0})
+    if "redraw_splits" not in want["data"]:  # a dataset without split lists (train_key)
+        data.pop("redraw_splits", None)
+    return {**got, "data": data} == want
+
+
 def checkpoint_matches(cfg: Config) -> bool:
     try:
         card = read_card(cfg.work_dir / "model")
     except (FileNotFoundError, ValueError):
         return False
-    return card.config == json.loads(json.dumps(train_key(cfg)))
+    return card_matches(card.config, cfg)
 
 
 def _seed_all(seed: int) -> None:
@@ -87,6 +110,11 @@ def train(cfg: Config, model_dir: Path | None = None) -> TrainResult:
     _seed_all(cfg.data.seed)
     device = resolve_device(cfg.model.device)
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
+    if not images.labelled:
+        raise ValueError(
+            f"training needs labels, and {images.root} has none (no labels.csv, no class subfolders); "
+            "label it (README: Your own images), or index it with a model trained on labelled images"
+        )
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     model = HashNet(cfg.model).to(device)
     labels = torch.from_numpy(images.labels.astype(np.float32))
@@ -104,7 +132,7 @@ def train(cfg: Config, model_dir: Path | None = None) -> TrainResult:
         dataset=cfg.data.dataset,
         label_names=images.label_names,
         metrics={metric: round(result, 4), f"{metric}_untrained": round(floor, 4)},
-        config=train_key(cfg),
+        config=train_key(cfg, splits),
     )
     card = save_checkpoint(model.cpu(), model_dir, card)
     (model_dir / STATE_FILE).unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """One labelled image collection: files under a root folder plus multi-hot labels.
 
 Every dataset (``index_builder.datasets``) becomes one :class:`ImageList`, so training, indexing
-and the evaluation never care where the images came from. Images without any label are dropped
-when a list is built (the count is logged): relevance is "shares at least one label", so an
-unlabelled image could never be relevant and would only distort MAP.
+and the evaluation never care where the images came from. In a labelled list, images without any
+label are dropped when the list is built (the count is logged): relevance is "shares at least one
+label", so an unlabelled image could never be relevant and would only distort MAP. A list with no
+label names at all is an unlabelled collection (a flat photo folder): it can be indexed and
+searched, never trained on or scored.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ LABEL_NAME_FILES = ("labels.txt", "classes.txt")
 
 @dataclass(frozen=True, eq=False)
 class ImageList:
-    """Images at ``root / paths[i]`` with multi-hot ``labels[i]``; every image has at least one label.
+    """Images at ``root / paths[i]`` with multi-hot ``labels[i]``; every image has at least one label,
+    unless the list has no label names at all (an unlabelled collection, labels of shape (n, 0)).
 
     ``published`` holds the splits a dataset ships with (split name -> sorted indices; "query"
     and "database", maybe "train"), used as they are unless a redraw is asked for
@@ -47,8 +50,13 @@ class ImageList:
             raise ValueError(
                 f"labels must be uint8 of shape ({n}, {names}); got {self.labels.dtype} {self.labels.shape}"
             )
-        if n and (self.labels.max() > 1 or self.labels.sum(axis=1).min() == 0):
+        if n and names and (self.labels.max() > 1 or self.labels.sum(axis=1).min() == 0):
             raise ValueError("labels must be 0/1 with at least one label per image")
+
+    @property
+    def labelled(self) -> bool:
+        """False for an unlabelled collection: it has no query or training split and no MAP."""
+        return bool(self.label_names)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,14 +80,14 @@ def build_image_list(
     names: tuple[str, ...],
     published: Mapping[str, Sequence[str]] | None = None,
 ) -> ImageList:
-    """Drop unlabelled images, check that every image file exists (all of them), and wrap up.
+    """Drop unlabelled images (of a labelled list), check that every image file exists, and wrap up.
 
     ``published`` names the paths of each published split; dropped images leave them too.
     """
     dups = [p for p, count in Counter(paths).items() if count > 1]
     if dups:
         raise ValueError(f"{root}: images listed twice, e.g. {dups[:3]}")
-    keep = labels.sum(axis=1) > 0
+    keep = labels.sum(axis=1) > 0 if names else np.ones(len(paths), dtype=bool)
     if not keep.all():
         log.warning(
             "dropped %d of %d images with no label: they can never be relevant",
@@ -88,7 +96,7 @@ def build_image_list(
         )
     paths = [p for p, k in zip(paths, keep) if k]
     if not paths:
-        raise ValueError(f"{root}: no image has a label")
+        raise ValueError(f"{root}: no image has a label" if names else f"{root}: no images")
     missing = [p for p in paths if not (root / p).is_file()]
     if missing:
         raise ValueError(f"{root}: {len(missing)} listed images are missing, e.g. {missing[:3]}")

@@ -7,7 +7,8 @@ leaves no half shard and a rerun skips the shards already done. Shard files may 
 on other machines or GPUs and copied back. The merge refuses a set that is not exactly one
 split of this database by this model: every shard 1..N once, every database id once, one
 model sha256, one N. It then writes index, store and manifest in the one-shot build's order,
-so the result is the same as ``build_index``'s.
+so the result is the same as ``build_index``'s. With ``[index] backend = "milvus"`` the shards
+write straight into one Milvus collection instead (index_builder.milvus_shards).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from index_builder.build import BuildResult, hash_database, write_service
 from index_builder.datasets import open_dataset
 from index_builder.imagelist import ImageList
+from index_builder.milvus_shards import build_milvus_shard, merge_milvus_shards, milvus_shards_complete
 from index_builder.splits import make_splits
 from retrieval.core.config import Config
 from retrieval.core.model import ModelCard, load_checkpoint, read_card
@@ -55,7 +57,7 @@ class Shard:
 
 @dataclass(frozen=True)
 class ShardResult:
-    path: Path
+    path: Path | str  # a shard file, or (Milvus) "Milvus collection NAME at URI"
     images: int
     skipped: bool  # the file was already complete for this model and database
     hash_seconds: float
@@ -88,6 +90,12 @@ def build_shard(cfg: Config, index: int, count: int, *, use_cache: bool = True) 
     parse_shard(f"{index}/{count}")
     card = read_card(cfg.work_dir / "model")
     images, database, digest = _database(cfg, card)
+    if cfg.index.backend == "milvus":
+        ids = shard_ids(database, index, count)
+        where, skipped, seconds = build_milvus_shard(
+            cfg, index, count, card, images, ids, digest, use_cache=use_cache
+        )
+        return ShardResult(where, len(ids), skipped, seconds)
     path = shard_path(cfg, index, count)
     if path.is_file():
         try:
@@ -123,10 +131,13 @@ def build_shard(cfg: Config, index: int, count: int, *, use_cache: bool = True) 
 
 
 def merge_shards(cfg: Config) -> BuildResult:
-    """Check the shard files in work_dir/index/shards and write index + store + manifest from them."""
+    """Check the shard files in work_dir/index/shards and write index + store + manifest from them
+    (Milvus: check the shard collection and write store + manifest)."""
     t0 = time.perf_counter()
     card = read_card(cfg.work_dir / "model")
     images, database, digest = _database(cfg, card)
+    if cfg.index.backend == "milvus":
+        return merge_milvus_shards(cfg, images, database, digest)
     shards = check_shards(read_shards(shard_dir(cfg)), card, database, digest)
     ids = np.concatenate([s.ids for s in shards])
     codes = np.concatenate([s.codes for s in shards])
@@ -140,7 +151,15 @@ def merge_shards(cfg: Config) -> BuildResult:
 
 
 def shards_complete(cfg: Config) -> bool:
-    """True when work_dir holds a complete, consistent shard set for the current model and database."""
+    """True when work_dir (Milvus: the shard collection) holds a complete, consistent shard set for
+    the current model and database."""
+    if cfg.index.backend == "milvus":
+        try:
+            card = read_card(cfg.work_dir / "model")
+            _, database, digest = _database(cfg, card)
+        except (FileNotFoundError, ValueError):
+            return False
+        return milvus_shards_complete(cfg, card, database, digest)
     folder = shard_dir(cfg)
     if not folder.is_dir() or not any(folder.glob("*.npz")):
         return False

@@ -20,10 +20,16 @@ log = logging.getLogger(__name__)
 _SPLITS_VERSION = 1
 
 
+AUTO_QUERY_SHARE, AUTO_QUERY_MAX, AUTO_TRAIN_MAX = 0.1, 1000, 20000
+
+
 @dataclass(frozen=True, eq=False)
 class Splits:
     """Index arrays into an ImageList. Drawn splits: train is a subset of database (DPSH
-    convention) and query is disjoint from it; published splits are as published."""
+    convention) and query is disjoint from it; published splits are as published.
+
+    An unlabelled collection has an empty query and train split: nothing to score or train on.
+    """
 
     query: np.ndarray  # int64, sorted
     train: np.ndarray  # int64, sorted, subset of database
@@ -31,13 +37,59 @@ class Splits:
     seed: int
 
 
+@dataclass(frozen=True)
+class SplitSizes:
+    query: int
+    train: int
+    database: int
+
+
+def auto_query(n: int) -> int:
+    """The query split of n labelled images when data.num_query is 0: 10 %, at least 1, at most 1,000."""
+    return min(AUTO_QUERY_MAX, max(1, round(AUTO_QUERY_SHARE * n)))
+
+
+def split_sizes(n: int, cfg: DataConfig, labelled: bool = True) -> SplitSizes:
+    """The sizes ``make_splits`` draws for n images: the configured ones, with 0 sized to the data.
+
+    Explicit sizes are taken as they are and must fit; an unlabelled collection has no query or
+    training split (both need labels), so every image goes to the database.
+    """
+    if not labelled:
+        if cfg.num_query or cfg.num_train:
+            raise ValueError(
+                "an unlabelled collection has no query or training split (both need labels); "
+                f"leave data.num_query and data.num_train at 0; got {cfg.num_query} and {cfg.num_train}"
+            )
+        return SplitSizes(0, 0, min(n, cfg.num_database) if cfg.num_database else n)
+    if n < 2:
+        raise ValueError(f"a labelled dataset needs at least 2 images (a query and a database item); got {n}")
+    query = cfg.num_query or auto_query(n)
+    if query >= n:
+        raise ValueError(
+            f"data.num_query must be less than the {n} images; got {cfg.num_query} "
+            "(0 sizes it to the data: 10 %, at most 1,000)"
+        )
+    database = min(n - query, cfg.num_database) if cfg.num_database else n - query
+    train = cfg.num_train or min(database, AUTO_TRAIN_MAX)
+    if train > database:
+        raise ValueError(
+            f"data.num_train must be at most the database size {database}; got {cfg.num_train} "
+            "(0 trains on the whole database, at most 20,000)"
+        )
+    return SplitSizes(query, train, database)
+
+
 def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
     """The published splits, else drawn from cfg.seed (or reloaded from ``path`` when they still match).
 
     Published (``images.published``, unless ``cfg.redraw_splits``): query, database and train
-    exactly as listed; with no train list, train is num_train random database items. Drawn:
-    query = num_query random items; database = the rest (num_database of them when > 0); train =
-    num_train random database items. Saved as JSON with the seed, sizes and a hash of the paths.
+    exactly as listed, whatever the size settings say; with no train list, train is ``num_train``
+    random database items (0: the whole database list, at most 20,000). Drawn (every other
+    dataset, or a redraw): query = the first ``query`` items of a seeded permutation; database =
+    the next ``database`` (all the rest by default); train = that many random database items, the
+    sizes from ``split_sizes`` (0 = sized to the data). Saved as JSON with the seed, the sizes
+    drawn (0s resolved) and a hash of the paths.
     """
     path = Path(path)
     if images.published and not cfg.redraw_splits:
@@ -47,13 +99,22 @@ def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
         payload.update({k: getattr(splits, k).tolist() for k in ("query", "train", "database")})
         _write_atomic(path, json.dumps(payload))
         return splits
+    sizes = split_sizes(len(images), cfg, images.labelled)
+    log.info(
+        "splits of %d images: %d query, %d database, %d train%s",
+        len(images),
+        sizes.query,
+        sizes.database,
+        sizes.train,
+        "" if images.labelled else " (unlabelled: every image is a database item)",
+    )
     meta = {
         "version": _SPLITS_VERSION,
         "seed": cfg.seed,
         "n": len(images),
-        "num_query": cfg.num_query,
-        "num_train": cfg.num_train,
-        "num_database": cfg.num_database,
+        "num_query": sizes.query,
+        "num_train": sizes.train,
+        "num_database": sizes.database,
         "paths_sha256": images.paths_sha256(),
     }
     if path.is_file():
@@ -62,7 +123,7 @@ def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
             log.info("reusing splits from %s", path)
             return splits
         log.warning("splits in %s do not match this dataset or config; recomputing them", path)
-    splits = _draw(len(images), cfg)
+    splits = _draw(len(images), sizes, cfg.seed)
     payload = {**meta, **{k: getattr(splits, k).tolist() for k in ("query", "train", "database")}}
     _write_atomic(path, json.dumps(payload))
     return splits
@@ -74,13 +135,14 @@ def _published(images: ImageList, cfg: DataConfig) -> Splits:
     if "train" in images.published:
         train = images.published["train"]
     else:
-        if cfg.num_train > len(database):
+        size = cfg.num_train or min(len(database), AUTO_TRAIN_MAX)
+        if size > len(database):
             raise ValueError(
-                f"num_train must be at most the database list's {len(database)}; got {cfg.num_train}"
+                f"data.num_train must be at most the database list's {len(database)}; got {size}"
             )
         rng = np.random.default_rng(cfg.seed)
-        train = np.sort(rng.choice(database, size=cfg.num_train, replace=False))
-        log.info("no train list: training on %d images drawn from the database list", cfg.num_train)
+        train = np.sort(rng.choice(database, size=size, replace=False))
+        log.info("no train list: training on %d images drawn from the database list", size)
     overlap = np.intersect1d(query, database).size
     if overlap:
         log.warning(
@@ -95,18 +157,12 @@ def _published(images: ImageList, cfg: DataConfig) -> Splits:
     return Splits(query, np.asarray(train, dtype=np.int64), database, cfg.seed)
 
 
-def _draw(n: int, cfg: DataConfig) -> Splits:
-    if cfg.num_query >= n:
-        raise ValueError(f"num_query must be less than the {n} images; got {cfg.num_query}")
-    rng = np.random.default_rng(cfg.seed)
+def _draw(n: int, sizes: SplitSizes, seed: int) -> Splits:
+    rng = np.random.default_rng(seed)
     order = rng.permutation(n)
-    database = order[cfg.num_query :]
-    if cfg.num_database > 0:
-        database = database[: cfg.num_database]
-    if cfg.num_train > len(database):
-        raise ValueError(f"num_train must be at most the database size {len(database)}; got {cfg.num_train}")
-    train = rng.choice(database, size=cfg.num_train, replace=False)
-    return Splits(*(np.sort(a).astype(np.int64) for a in (order[: cfg.num_query], train, database)), cfg.seed)
+    database = order[sizes.query : sizes.query + sizes.database]
+    train = rng.choice(database, size=sizes.train, replace=False)
+    return Splits(*(np.sort(a).astype(np.int64) for a in (order[: sizes.query], train, database)), seed)
 
 
 def _load_splits(path: Path, meta: dict) -> Splits | None:

@@ -6,6 +6,9 @@ Every code in and out is packed uint8 (n, K/8); a single target is a (1, K/8) ro
 - untargeted (Table 3): the complement of the image's own code, the farthest code there is.
 - carrier (content privacy, Figure 1): the private image's own code, computed locally, so a
   carrier image can be pushed to it and the private image is never uploaded.
+
+The user's client draws with :func:`rng_from`: fresh OS entropy unless the user set a seed, so
+an attacker who runs the same client cannot predict a target.
 """
 
 from __future__ import annotations
@@ -60,6 +63,40 @@ def pick_target_label(
             f"no label other than {sorted(own)} has >= {n_anchor} items; counts: {dict(label_counts)}"
         )
     return candidates[int(rng.integers(len(candidates)))]
+
+
+def rng_from(seed: int | None) -> np.random.Generator:
+    """A generator on fresh OS entropy for ``seed`` None or < 0 (``privacy.seed`` unset), else seeded."""
+    if seed is None or seed < 0:
+        return np.random.default_rng()  # numpy's SeedSequence reads the OS entropy source
+    return np.random.default_rng(seed)
+
+
+def draw_target_label(own_label: str | None, eligible: Mapping[str, int], rng: np.random.Generator) -> str:
+    """The user client's target label: drawn from the label prior with only ``own_label`` excluded.
+
+    ``eligible`` maps the labels that can be targets to their database counts (the prior). An
+    attacker who knows this rule and sees the target t learns little more than "not t": for a
+    true label y, P(t | y) = p(t) / (1 - p(y)), so P(y | t) is proportional to p(y) / (1 - p(y))
+    over y != t (uniform over the other labels when the database is balanced), and across many
+    uploads the labels that protected queries retrieve follow the database's label mix, as
+    plain queries' do. Candidates are sorted first, so a seeded ``rng`` repeats its draws.
+    """
+    names = sorted(n for n, c in eligible.items() if n != own_label and c > 0)
+    if not names:
+        raise ValueError(f"no target label other than {own_label!r} is available; eligible: {dict(eligible)}")
+    weights = np.array([eligible[n] for n in names], dtype=np.float64)
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def jitter(code: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """``code`` (1, K/8) with ``bits`` distinct bits, drawn with ``rng``, flipped."""
+    signs = unpack(as_codes(code))
+    k = signs.shape[1]
+    if not 0 <= bits <= k:
+        raise ValueError(f"jitter must be an int in [0, {k}] bits; got {bits}")
+    signs[0, rng.choice(k, size=bits, replace=False)] *= -1
+    return pack(signs)
 
 
 def untargeted_target(own_code: np.ndarray) -> np.ndarray:

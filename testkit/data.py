@@ -80,3 +80,21 @@ def save_untrained_model(cfg: Config, seed: int = 0) -> ModelCard:
     model = untrained_model(cfg.model, seed)
     card = model.card(dataset=cfg.data.dataset, label_names=tuple(NAMES), metrics={})
     return save_checkpoint(model, cfg.work_dir / "model", card)
+
+
+def make_class_folders(root: Path, per_class: int = 12, size: int = 32, seed: int = 0) -> Path:
+    """torchvision's ImageFolder layout: root/<label>/<image>, colour-coded like
+    :func:`make_folder_dataset`, with spaces and non-ASCII letters in folder and file names."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(CLASS_FOLDERS):
+        for i in range(per_class):
+            img = np.empty((size, size, 3))
+            img[:] = PALETTE[c]
+            img += rng.normal(0, 25, img.shape)
+            path = root / name / f"photo {i:02d} é.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
+    return root
+
+
+CLASS_FOLDERS = ["red apples", "green", "blue sky", "jaune citron"]

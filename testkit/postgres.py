@@ -47,6 +47,7 @@ class PostgresServer:
     root: Path
     port: int
     run_as: list[str]
+    durable: bool = False  # fsync and full-page writes on, as in production (benchmarks)
     _names = itertools.count()
 
     @property
@@ -91,10 +92,9 @@ class PostgresServer:
             "--no-sync",
         )
         # a zone other than UTC, so that the tests see timestamps come back in the session's zone
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c TimeZone=Asia/Kolkata "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c TimeZone=Asia/Kolkata"
+        if not self.durable:  # the tests need no crash safety from their throwaway cluster
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             f"{pg}/pg_ctl",
             "start",
@@ -114,8 +114,9 @@ class PostgresServer:
             self._run(f"{self.bin_dir}/pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
 
 
-def start_server() -> PostgresServer:
-    """initdb + pg_ctl start in a fresh temp folder (as ``postgres`` when we are root)."""
+def start_server(durable: bool = False) -> PostgresServer:
+    """initdb + pg_ctl start in a fresh temp folder (as ``postgres`` when we are root); ``durable``
+    keeps PostgreSQL's crash-safety settings (the tests turn them off for speed)."""
     bin_dir = find_bin_dir()
     root = Path(tempfile.mkdtemp(prefix="hashveil-pg-"))
     run_as: list[str] = []
@@ -130,7 +131,7 @@ def start_server() -> PostgresServer:
             ) from None
         os.chown(root, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    server = PostgresServer(bin_dir, root, 0, run_as)
+    server = PostgresServer(bin_dir, root, 0, run_as, durable)
     for attempt in range(3):  # a free port can be taken between the probe and the bind
         server.port = free_port()
         try:

@@ -4,6 +4,7 @@ process, each on a free loopback port and returned only once it answers."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,9 +26,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(app: Callable, threads: int = 4) -> Iterator[str]:
-    """Serve a WSGI app with waitress on a free loopback port in a thread; yields its base URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+def live_server(app: Callable, threads: int = 4, **options) -> Iterator[str]:
+    """Serve a WSGI app with waitress on a free loopback port in a thread; yields its base URL.
+
+    ``options``: more of waitress's keywords (e.g. trusted_proxy).
+    """
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -106,3 +110,35 @@ def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout)
+
+
+LAUNCH_URL = re.compile(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]+")
+
+
+def start_client(
+    config_path: Path, server_url: str, *args: str, log_path: Path | None = None, timeout: float = 120.0
+) -> tuple[subprocess.Popen, str]:
+    """`hashveil --config FILE client --server URL --port 0 ARGS` in a child process.
+
+    Returns the process and the launch URL it printed (read from its output as a user reads it).
+    """
+    log_path = log_path or config_path.with_name(f"client-{time.monotonic_ns()}.log")
+    command = [sys.executable, "-m", "hashveil", "--config", str(config_path), "client"]
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [*command, "--server", server_url, "--port", "0", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = LAUNCH_URL.search(log_path.read_text(errors="replace"))
+        if found:
+            return proc, found.group(0)
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"hashveil client exited with {proc.returncode}: {log_path.read_text()[-3000:]}"
+            )
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"hashveil client printed no URL within {timeout:.0f} s; log in {log_path}")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from flask import Flask
+from flask.testing import FlaskClient
 from PIL import Image
 
 from retrieval.core.config import Config, override
@@ -87,3 +89,17 @@ def build_tiny_service(tmp_path: Path) -> Config:
     )
     store.close()
     return cfg
+
+
+CLIENT_BASE = "http://127.0.0.1:5001"
+
+
+def opened_client(app: Flask) -> FlaskClient:
+    """A test client of the privacy client app that has opened its launch URL, as the user's
+    browser does; pass ``base_url=CLIENT_BASE`` with every request."""
+    from webui.launch import launch_url  # testkit imports the web layer only when asked
+
+    http = app.test_client()
+    r = http.get(launch_url(app, 5001).removeprefix(CLIENT_BASE), base_url=CLIENT_BASE)
+    assert r.status_code == 303, r.get_data()[:200]
+    return http

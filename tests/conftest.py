@@ -1,9 +1,14 @@
 """Fixtures over testkit's helpers: a tiny generated labelled image folder, a model trained on it
-and an index built from it (once per session), a PostgreSQL server, store URLs of both backends."""
+and an index built from it (once per session), a PostgreSQL server, a Milvus server, store URLs of
+both backends."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as hashveil.cli does
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 
@@ -39,6 +44,20 @@ def postgres():
         pytest.fail(str(e), pytrace=False)
     yield server
     pg.stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def milvus_server():
+    """A Milvus standalone server for this session (testkit/milvus.py, from the PyPI package `milvus`);
+    fails, never skips, when the package is missing or the server does not start."""
+    from testkit import milvus
+
+    try:
+        server = milvus.start_server()
+    except (FileNotFoundError, RuntimeError) as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    milvus.stop_server(server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

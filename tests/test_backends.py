@@ -1,7 +1,9 @@
 """The search contract (retrieval.service.backend.HammingSearch) on every backend, against a
-brute-force scan with retrieval.core.codes.hamming: FAISS flat, hash and multihash, Milvus Lite.
+brute-force scan with retrieval.core.codes.hamming: FAISS flat, hash and multihash, Milvus Lite
+and a Milvus standalone server (testkit/milvus.py, started once per session).
 
-A further backend is one more entry in BACKENDS: a factory ``(bits, tmp_path) -> empty index``.
+A further backend is one more entry in BACKENDS: a factory ``(bits, request) -> empty index``
+(``request`` is pytest's, for fixtures such as tmp_path or milvus_server).
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ import pytest
 from retrieval.core.codes import SUPPORTED_BITS, hamming
 from retrieval.service.backend import HammingSearch
 from retrieval.service.index import BinaryIndex
+from retrieval.service.milvus_client import drop_collection
 from testkit.codes import brute, clustered_codes, scattered_ids
 
 _names = itertools.count()
 
 
-def _milvus_lite(bits: int, tmp_path) -> HammingSearch:
-    pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'hashveil[milvus]')")
+def _milvus_lite(bits: int, request) -> HammingSearch:
     from retrieval.service.milvus_index import MilvusIndex
 
-    return MilvusIndex.create(str(tmp_path / "lite.db"), f"contract_{next(_names)}", bits, replace=True)
+    uri = str(request.getfixturevalue("tmp_path") / "lite.db")
+    return MilvusIndex.create(uri, f"contract_{next(_names)}", bits, replace=True)
+
+
+def _milvus_server(bits: int, request) -> HammingSearch:
+    from retrieval.service.milvus_index import MilvusIndex
+
+    uri = request.getfixturevalue("milvus_server").uri
+    return MilvusIndex.create(uri, f"contract_{next(_names)}", bits, replace=True)
 
 
 BACKENDS: dict[str, Callable] = {
@@ -32,22 +42,24 @@ BACKENDS: dict[str, Callable] = {
     "faiss-hash": lambda bits, _: BinaryIndex.create(bits, "hash"),
     "faiss-multihash": lambda bits, _: BinaryIndex.create(bits, "multihash"),
     "milvus-lite": _milvus_lite,
+    "milvus-server": _milvus_server,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def make_index(request, tmp_path) -> Iterator[Callable[[int], HammingSearch]]:
-    """A factory of empty indexes of one backend; Milvus connections are closed afterwards."""
+def make_index(request) -> Iterator[Callable[[int], HammingSearch]]:
+    """A factory of empty indexes of one backend; Milvus collections are dropped afterwards."""
     made: list[HammingSearch] = []
 
     def make(bits: int) -> HammingSearch:
-        made.append(BACKENDS[request.param](bits, tmp_path))
+        made.append(BACKENDS[request.param](bits, request))
         return made[-1]
 
     yield make
     for index in made:
         if hasattr(index, "close"):
             index.close()
+            drop_collection(index.uri, index.collection)
 
 
 def filled(make, bits: int, n: int = 300, seed: int = 0):

@@ -73,7 +73,7 @@ def test_every_bad_input_gets_its_4xx_and_the_server_keeps_answering(served) -> 
         "radius 17 (above the bit length)": "radius must be an int in [0, 16]; got 17",
         "k 0": "k must be an int in [1, 50]; got 0",
         "k 10**12": "got 1000000000000",
-        "unknown label": "unknown label 'horse'",
+        "anchor pool size 0": "per_label must be an int in [1, 1000]; got '0'",
         "admin: wrong token": "wrong admin token",
         "image id beyond int64": "not found",
     }
@@ -125,3 +125,32 @@ def test_odd_image_modes_are_converted_like_the_reference(served, seed) -> None:
     assert sent.status_code == want.status_code == 200, sent.text
     assert sent.json()["code"] == want.json()["code"]
     assert sent.json()["results"] == want.json()["results"]
+
+
+def test_bodies_over_the_limit_get_a_readable_json_413_from_hashveil_serve(tmp_path) -> None:
+    """`hashveil serve` as users run it (waitress with its own body limit): a 20 MB JSON body and a
+    20 MB upload both get the app's JSON 413, read in full by the client instead of a reset."""
+    from retrieval.core.api_client import ApiClient
+    from testkit.data import write_config
+    from testkit.servers import free_port, start_serve, stop
+
+    cfg = build_tiny_service(tmp_path / "set")  # max_upload_mb = 1
+    port = free_port()
+    server = start_serve(write_config(tmp_path / "config.toml", cfg), port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        padded = '{"code": "abcd", "pad": "' + "x" * (20 * 2**20) + '"}'
+        resp = requests.post(
+            url + "/api/search", data=padded, headers={"Content-Type": "application/json"}, timeout=120
+        )
+        assert resp.status_code == 413 and resp.json()["error"] == (
+            "request body exceeds the server's 1 MB upload limit"
+        )
+        with pytest.raises(ValueError, match="413 .* exceeds the server's 1 MB upload limit"):
+            ApiClient(url, timeout=120).search(
+                b"\x89PNG" + bytes(20 * 2**20)
+            )  # what the privacy client sends
+        good = requests.post(url + "/api/search", json={"code": "abcd"}, timeout=60)
+        assert good.status_code == 200  # and it goes on answering
+    finally:
+        stop(server)

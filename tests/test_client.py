@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from privacy.client import connect, query
+from privacy.client import connect
+from privacy.encode import Encoding
 from privacy.remote import RemoteService
+from privacy.send import QueryOptions, query_encoded
 from retrieval.core.codes import hamming, parse
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
@@ -82,9 +84,10 @@ def test_protected_query_never_sends_the_original(served, tiny_data, tmp_path):
     own = protector.likely_label(protector.model.encode(original.unsqueeze(0))[0])
     target = pair[1] if own == pair[0] else pair[0]
     recorder.bodies.clear()
-    answer, protected = query(
-        original, url, cfg.privacy, cache_dir=tmp_path, mode="semantic", target_label=target, radius=2
+    sent_query = query_encoded(
+        original, url, cfg.privacy, Encoding("png"), tmp_path, QueryOptions("semantic", target, radius=2)
     )
+    answer, protected = sent_query.answer, sent_query.protected
     sent = uploaded_images(recorder.bodies)
     assert len(sent) == 1
     everything = b"".join(recorder.bodies)
@@ -105,7 +108,8 @@ def test_plain_query_sends_the_image_as_is(served, tiny_data, tmp_path):
     cfg, recorder, url = served
     image = to_tensor(load_image(tiny_data / "img" / "0001.png"))
     recorder.bodies.clear()
-    answer, protected = query(image, url, None, cache_dir=tmp_path, radius=2)
+    sent_query = query_encoded(image, url, None, Encoding("png"), tmp_path, QueryOptions(radius=2))
+    answer, protected = sent_query.answer, sent_query.protected
     assert protected is None
     assert torch.equal(to_tensor(decode_image(uploaded_images(recorder.bodies)[0])), image)
     assert any("green" in r["labels"] for r in answer["results"])
@@ -137,12 +141,20 @@ def test_tampered_weights_are_refused(served, tmp_path):
 
 def test_semantic_mode_without_enough_anchor_items_is_a_clear_error():
     from privacy.client import Protector
+    from privacy.pool import AnchorPool
     from retrieval.core.config import ModelConfig, PrivacyConfig
     from retrieval.core.model import HashNet
 
     model = HashNet(ModelConfig(backbone="small_cnn", hash_bits=16, image_size=32))
-    protector = Protector(
-        model, PrivacyConfig(n_anchor=9), lambda label: np.zeros((0, 2), np.uint8), {"red": 5, "blue": 8}
+    items = [{"id": i, "code": "0000", "labels": ["blue"]} for i in range(8)]
+    pool = AnchorPool.from_json(
+        {
+            "per_label": 8,
+            "radius": 2,
+            "labels": [{"name": "red", "count": 5}, {"name": "blue", "count": 8}],
+            "items": items,
+        }
     )
+    protector = Protector(model, PrivacyConfig(n_anchor=9), pool)
     with pytest.raises(ValueError, match=r"no label has the 9 database items an anchor needs.*'blue': 8"):
         protector.protect(torch.rand(3, 32, 32), "semantic")

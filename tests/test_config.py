@@ -68,7 +68,7 @@ def test_readme_documents_every_config_key():
     table = table[: table.index("\n## ", 1)]
     documented = set()
     for cell in re.findall(r"^\| (`[^|]+`) \|", table, flags=re.M):
-        names = re.findall(r"`([a-z_.]+)`", cell)
+        names = re.findall(r"`([a-z0-9_.]+)`", cell)
         section = names[0].split(".")[0]
         documented |= {n if "." in n else f"{section}.{n}" for n in names}
     raw = tomllib.loads((ROOT / "config.toml").read_text())

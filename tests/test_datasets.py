@@ -350,6 +350,11 @@ def test_published_splits_are_used_as_published(tmp_path: Path, pair: bool) -> N
     redraw = DataConfig(**{**cfg.__dict__, "redraw_splits": True})
     drawn = make_splits(open_dataset(redraw, tmp_path / "work", 32), redraw, tmp_path / "drawn.json")
     assert (len(drawn.query), len(drawn.train), len(drawn.database)) == (1, 1, 2)
+    # sizes left at 0 size the redraw to the data (split_sizes): 5 labelled images -> 1 / 4 / 4
+    auto = DataConfig(dataset="nuswide", data_dir=str(folder), redraw_splits=True)
+    drawn = make_splits(open_dataset(auto, tmp_path / "work", 32), auto, tmp_path / "auto.json")
+    assert (len(drawn.query), len(drawn.train), len(drawn.database)) == (1, 4, 4)
+    assert not np.intersect1d(drawn.query, drawn.database).size
 
 
 def test_published_lists_without_train_or_query(tmp_path: Path, caplog) -> None:
@@ -360,6 +365,8 @@ def test_published_lists_without_train_or_query(tmp_path: Path, caplog) -> None:
     splits = make_splits(images, cfg, tmp_path / "s.json")
     assert [images.paths[i] for i in splits.query] == ["sub/e.png"]
     assert len(splits.train) == 3 and np.isin(splits.train, splits.database).all()  # drawn from the list
+    whole = DataConfig(dataset="flickr25k", data_dir=str(folder))  # num_train 0: the whole list
+    assert make_splits(images, whole, tmp_path / "w.json").train.tolist() == splits.database.tolist()
     (folder / "test.txt").unlink()  # no query list: nothing to keep, the splits are drawn
     with caplog.at_level(logging.INFO):
         images = open_dataset(cfg, tmp_path / "work", 32)

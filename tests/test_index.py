@@ -81,3 +81,28 @@ def test_unknown_kinds_and_widths_are_refused() -> None:
         BinaryIndex.create(32, "hnsw")
     with pytest.raises(ValueError, match="hash_bits"):
         BinaryIndex.create(20, "flat")
+
+
+@pytest.mark.parametrize("bits", [16, 32, 48, 64])
+def test_flat_scan_is_exact_across_blocks(bits: int) -> None:
+    """The filtering kernel (retrieval.service.scan) skips whole blocks: many blocks, a short last one,
+    a lone hit at a block's first and last row and at the very end, every radius up to the edge."""
+    from retrieval.service.scan import BLOCK
+
+    rng = np.random.default_rng(bits)
+    n = 5 * BLOCK + 37
+    db = rng.integers(0, 256, (n, bits // 8), dtype=np.uint8)
+    q = rng.integers(0, 256, (1, bits // 8), dtype=np.uint8)
+    for row, flips in [(BLOCK, 1), (2 * BLOCK - 1, 2), (n - 1, 0), (3 * BLOCK + 5, 3)]:
+        db[row] = q[0]
+        for bit in rng.choice(bits, flips, replace=False):
+            db[row, bit // 8] ^= np.uint8(1 << (7 - bit % 8))
+    ids = scattered_ids(n, bits)
+    index = BinaryIndex.create(bits, "flat")
+    index.add(db, ids)
+    want_ids, want_d = brute(q[0], db, ids)
+    for radius in range(0, bits // 4 + 1):
+        ((got_ids, got_d),) = index.range_search(q, radius)
+        keep = want_d <= radius
+        assert (got_ids.tolist(), got_d.tolist()) == (want_ids[keep].tolist(), want_d[keep].tolist()), radius
+    assert index.range_search(q, 3)[0][0].size >= 4  # the planted rows, across the blocks

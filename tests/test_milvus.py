@@ -1,5 +1,6 @@
-"""What only the Milvus backend has (Milvus Lite, in process): full result pages split by id range,
-reopening and validation, URIs, and the tiny set built and served with ``[index] backend = "milvus"``.
+"""What only the Milvus backend has: full result pages split by id range, reopening and validation,
+URIs, and the tiny set built and served with ``[index] backend = "milvus"`` on Milvus Lite (in
+process) and on a Milvus standalone server (the session's ``milvus_server``).
 
 The search contract itself is tested on every backend in test_backends.py."""
 
@@ -10,14 +11,13 @@ import shutil
 import numpy as np
 import pytest
 
-pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'hashveil[milvus]')")
-
-from retrieval.core.codes import hamming  # noqa: E402
-from retrieval.core.config import override  # noqa: E402
-from retrieval.service import milvus_index  # noqa: E402
-from retrieval.service.index import BinaryIndex  # noqa: E402
-from retrieval.service.milvus_index import MilvusIndex, resolve_uri  # noqa: E402
-from testkit.codes import clustered_codes, scattered_ids  # noqa: E402
+from retrieval.core.codes import hamming
+from retrieval.core.config import override
+from retrieval.service import milvus_index
+from retrieval.service.index import BinaryIndex
+from retrieval.service.milvus_client import resolve_uri
+from retrieval.service.milvus_index import MilvusIndex
+from testkit.codes import clustered_codes, scattered_ids
 
 
 @pytest.fixture(scope="module")
@@ -101,28 +101,38 @@ def test_uri_and_config_validation(tmp_path) -> None:
         override(Config(), index={"milvus_collection": "9lives"})
 
 
+def _milvus_twin(faiss_cfg, tmp_path, uri: str, base: str):
+    """The tiny trained set's model and split in a new work_dir, indexed into Milvus at ``uri``."""
+    work = tmp_path / "work"
+    shutil.copytree(faiss_cfg.work_dir / "model", work / "model")
+    shutil.copy(faiss_cfg.work_dir / "splits.json", work / "splits.json")
+    return override(
+        faiss_cfg,
+        paths={"work_dir": work},
+        index={"backend": "milvus", "milvus_uri": uri, "milvus_collection": base},
+    )
+
+
 @pytest.mark.slow
-def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path) -> None:
-    """Same model and database through both backends: identical hits, over the real HTTP API."""
+@pytest.mark.parametrize("where", ["lite", "server"])
+def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path, request, where) -> None:
+    """Same model and database through both backends: identical hits, over the real HTTP API,
+    with Milvus Lite and with a Milvus standalone server."""
+    from index_builder.backends import is_generation
     from index_builder.build import build_index
     from retrieval.service.manifest import read_manifest
     from retrieval.service.search import open_searcher
     from retrieval.service.server import create_app
 
     faiss_cfg, _ = tiny_trained
-    work = tmp_path / "work"
-    shutil.copytree(faiss_cfg.work_dir / "model", work / "model")
-    shutil.copy(faiss_cfg.work_dir / "splits.json", work / "splits.json")
-    cfg = override(faiss_cfg, paths={"work_dir": work}, index={"backend": "milvus"})
+    uri = request.getfixturevalue("milvus_server").uri if where == "server" else ""
+    cfg = _milvus_twin(faiss_cfg, tmp_path, uri, f"e2e_{where}")
+    work = cfg.work_dir
     result = build_index(cfg)
     m = read_manifest(work / "index" / "manifest.json")
-    assert (m.index_backend, m.index_kind, m.index_file, m.milvus_collection) == (
-        "milvus",
-        "flat",
-        "",
-        "hashveil_codes",
-    )
-    assert m.milvus_uri == str(work / "index" / "codes.milvus.db") and m.count == result.images > 0
+    assert (m.index_backend, m.index_kind, m.index_file) == ("milvus", "flat", "")
+    assert is_generation(f"e2e_{where}", m.milvus_collection) and m.milvus_collection != f"e2e_{where}"
+    assert m.milvus_uri == (uri or str(work / "index" / "codes.milvus.db")) and m.count == result.images > 0
 
     faiss_searcher = open_searcher(faiss_cfg)
     searcher = open_searcher(cfg)
@@ -146,3 +156,55 @@ def test_build_and_serve_the_tiny_set_with_milvus(tiny_trained, tmp_path) -> Non
     tampered.close()
     with pytest.raises(ValueError, match="does not hold the store's ids and codes"):
         open_searcher(cfg)
+
+
+@pytest.mark.slow
+def test_each_build_writes_a_new_collection_and_drops_the_one_before_last(tiny_trained, tmp_path) -> None:
+    """A build never writes the collection a server reads; the previous one outlives the next build."""
+    from index_builder.build import build_index, index_is_current
+    from retrieval.service.manifest import read_manifest
+    from retrieval.service.milvus_client import list_collections
+
+    cfg = _milvus_twin(tiny_trained[0], tmp_path, "", "gen")
+    uri = resolve_uri("", cfg.work_dir)
+    other = MilvusIndex.create(uri, "gen_other_data", 16)  # not a generation of "gen": never dropped
+    other.close()
+    names = []
+    for _ in range(3):
+        build_index(cfg)
+        names.append(read_manifest(cfg.work_dir / "index" / "manifest.json").milvus_collection)
+        assert open_searcher_ids(cfg) == 200
+    assert len(set(names)) == 3
+    assert list_collections(uri) == sorted(["gen_other_data", names[1], names[2]])
+    assert index_is_current(cfg)  # `hashveil demo` reuses it, unless the config names another collection
+    assert not index_is_current(override(cfg, index={"milvus_collection": "gen_other"}))
+    assert not index_is_current(override(cfg, index={"milvus_uri": "http://127.0.0.1:19530"}))
+
+
+def open_searcher_ids(cfg) -> int:
+    from retrieval.service.search import open_searcher
+
+    searcher = open_searcher(cfg)
+    try:
+        return searcher.index.ntotal
+    finally:
+        searcher.index.close()
+
+
+def test_an_unreachable_milvus_is_one_clear_line(untrained_cfg, tmp_path, monkeypatch) -> None:
+    import pymilvus
+    from click.testing import CliRunner
+
+    from hashveil.cli import main
+    from testkit.data import write_config
+
+    def refuse(**kw):
+        raise pymilvus.MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:9")
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", refuse)
+    cfg = override(untrained_cfg, index={"backend": "milvus", "milvus_uri": "http://127.0.0.1:9"})
+    out = CliRunner().invoke(main, ["--config", str(write_config(tmp_path / "c.toml", cfg)), "build-index"])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert out.output.strip().splitlines()[-1] == (
+        "Error: cannot connect to Milvus at http://127.0.0.1:9: Fail connecting to server on 127.0.0.1:9"
+    )

@@ -205,7 +205,7 @@ path_ids = st.one_of(
 GET_ROUTES = [
     "/api/images/{}",
     "/api/model",
-    "/api/anchors",
+    "/api/anchors/pool",
     "/api/labels",
     "/api/health",
     "/api/stats",

@@ -6,6 +6,8 @@ Times are set by hand, so "older than N days" is checked against known timestamp
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -207,3 +209,81 @@ def test_prune_log_command(tmp_path):
         main, ["--config", str(config), "--work-dir", str(tmp_path), "prune-log", "--days", "-1"]
     )
     assert out.exit_code != 0 and "log_retention_days" in out.output
+
+
+def test_group_commit_keeps_every_row_and_replies_after_its_commit(db_url):
+    """64 requests at once: the first commit is held until the other 63 wait, which then share one
+    transaction; each request, once answered, finds its whole row through another connection."""
+    store, reader = Store(db_url), Store(db_url)
+    store.create()
+    qlog = QueryLog(store, 30)
+    n, groups, everyone_waits = 64, [], threading.Event()
+    commit = store.log_queries
+
+    def held_commit(rows):
+        groups.append(len(rows))
+        everyone_waits.wait(timeout=60)
+        return commit(rows)
+
+    store.log_queries = held_commit
+    seen, errors = {}, []
+
+    def request(i: int) -> None:
+        try:
+            row_id = qlog.record(
+                code=bytes([i, 255 - i]),
+                radius=i % 5,
+                k=None if i % 2 else i + 1,
+                result_ids=np.arange(1000 * i, 1000 * i + 3 * i, 3),
+                upload=bytes([i]) * (i + 1),
+                upload_type="image",
+                remote_addr="127.0.0.1",
+            )
+            seen[i] = reader.logged_query(row_id)  # committed before the answer
+        except Exception as e:  # reported below with the request that failed
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while qlog._writer._queue.qsize() < n - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    everyone_waits.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and sorted(groups) == [1, n - 1]
+    assert len({row.id for row in seen.values()}) == n == store.query_log_count()
+    for i, row in seen.items():
+        assert (row.code, row.radius, row.k) == (bytes([i, 255 - i]), i % 5, None if i % 2 else i + 1)
+        assert row.result_ids == tuple(range(1000 * i, 1000 * i + 3 * i, 3)) and row.upload == bytes([i]) * (
+            i + 1
+        )
+    reader.close()
+    store.close()
+
+
+def test_a_bad_row_fails_its_request_only(store):
+    """A row the database refuses inside a group is retried alone: the others of its group commit."""
+    qlog = QueryLog(store, 30)
+    rows = [{**_row_values(i), "code": None} if i == 3 else _row_values(i) for i in range(6)]  # NOT NULL
+    results = qlog._commit(rows)
+    assert [isinstance(r, Exception) for r in results] == [False, False, False, True, False, False]
+    assert store.query_log_count() == 5
+
+
+def _row_values(i: int) -> dict:
+    from retrieval.service.records import LogEntry, log_values
+
+    return log_values(
+        LogEntry(
+            code=b"\x00\x01",
+            radius=i,
+            k=None,
+            result_ids=np.arange(i),
+            upload=None,
+            upload_type="code",
+            remote_addr=None,
+            created_at=NOW,
+        )
+    )

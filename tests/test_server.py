@@ -54,7 +54,21 @@ def _brute(code: np.ndarray, db, radius: int, k: int | None = None) -> list[tupl
 
 
 def _pairs(resp) -> list[tuple[int, int]]:
+    """The (id, distance) pairs of one answer's page."""
     return [(r["id"], r["distance"]) for r in resp.get_json()["results"]]
+
+
+def _whole(client, code: str, **params) -> list[tuple[int, int]]:
+    """Every (id, distance) of a code query's result, read in pages of 7 by offset."""
+    pairs: list[tuple[int, int]] = []
+    while True:
+        body = client.post("/api/search", json={"code": code, **params, "offset": len(pairs), "limit": 7})
+        assert body.status_code == 200, body.get_json()
+        page = _pairs(body)
+        pairs += page
+        if len(page) < 7:
+            assert body.get_json()["count"] == len(pairs)
+            return pairs
 
 
 def _log_count(service: Config) -> int:
@@ -70,28 +84,30 @@ def test_upload_search_matches_brute_force_on_the_decoded_image(client, service,
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["code"] == to_hex(want_code) and body["radius"] == 3 and body["k"] is None
-    assert _pairs(resp) == _brute(want_code, db, 3) and body["count"] == len(body["results"])
-    assert (1000 + 7 * 17, 0) in _pairs(resp)
+    want = _brute(want_code, db, 3)
+    assert body["count"] == body["within_radius"] == len(want) > service.server.max_k  # more than a page
+    assert (body["offset"], body["limit"]) == (0, service.server.max_k)  # page_size, at most max_k
+    assert _pairs(resp) == want[: service.server.max_k] and (1000 + 7 * 17, 0) in want
     first = body["results"][0]
     assert first["image_url"] == f"/api/images/{first['id']}" and set(first["labels"]) <= set(LABELS)
     log = Store(service.db_url).query_log(limit=1)[0]
     assert _log_count(service) == before + 1
     assert log.upload == data and log.upload_type == "image" and log.radius == 3
-    assert log.code == want_code.tobytes() and list(log.result_ids) == [h[0] for h in _pairs(resp)]
+    assert log.code == want_code.tobytes() and list(log.result_ids) == [h[0] for h in want]  # not a page
+    assert _whole(client, body["code"], radius=3) == want  # later pages, by the answer's code
 
 
 def test_code_query_radius_edge_against_brute_force(client, service, db) -> None:
     code = db[1][5]
     d = np.sort(hamming(code[None], db[1])[0])
     r = next(int(x) for x in d if x > 0 and x + 1 in d)  # a radius with items at r and r + 1
-    at_r = client.post("/api/search", json={"code": to_hex(code), "radius": r})
-    at_r1 = client.post("/api/search", json={"code": to_hex(code), "radius": r + 1})
-    assert _pairs(at_r) == _brute(code, db, r)
-    assert _pairs(at_r1) == _brute(code, db, r + 1)
-    assert max(p[1] for p in _pairs(at_r)) == r and len(_pairs(at_r1)) > len(_pairs(at_r))
+    at_r, at_r1 = _whole(client, to_hex(code), radius=r), _whole(client, to_hex(code), radius=r + 1)
+    assert at_r == _brute(code, db, r)
+    assert at_r1 == _brute(code, db, r + 1)
+    assert max(p[1] for p in at_r) == r and len(at_r1) > len(at_r)
     binary = "".join(str(b) for b in np.unpackbits(code))
-    by_bits = client.post("/api/search?radius=%d" % r, json={"code": binary})
-    assert _pairs(by_bits) == _pairs(at_r)
+    by_bits = client.post("/api/search?radius=%d&limit=50" % r, json={"code": binary})
+    assert _pairs(by_bits) == at_r[:50]
     default = client.post("/api/search", json={"code": to_hex(code)})
     assert default.get_json()["radius"] == service.server.radius
     log = Store(service.db_url).query_log(limit=1)[0]
@@ -126,16 +142,8 @@ def test_images_by_id_and_thumbnails(client, service) -> None:
         assert bad.status_code == status and "error" in bad.get_json(), url
 
 
-def test_anchors_labels_stats_health(client, db) -> None:
-    resp = client.get("/api/anchors?label=square&n=5&seed=1")
-    body = resp.get_json()
-    assert resp.status_code == 200 and body["count"] == len(body["ids"]) == 5
-    codes = dict(zip(db[0].tolist(), db[1]))
-    assert body["codes"] == [to_hex(codes[i]) for i in body["ids"]]
-    assert client.get("/api/anchors?label=square&n=5&seed=1").get_json() == body
-    assert client.get("/api/anchors?label=horse").status_code == 404
-    for q in ("", "?label=square&n=0", "?label=square&n=101", "?label=square&seed=-1"):
-        assert client.get("/api/anchors" + q).status_code == 400, q
+def test_labels_stats_health(client) -> None:
+    assert client.get("/api/anchors?label=square").status_code == 404  # gone: it named the target
     labels = client.get("/api/labels").get_json()["labels"]
     assert [entry["name"] for entry in labels] == list(LABELS)
     store_counts = Store(client.application.extensions["hashveil"]["config"].db_url).label_counts()
@@ -143,6 +151,32 @@ def test_anchors_labels_stats_health(client, db) -> None:
     stats = client.get("/api/stats").get_json()
     assert (stats["items"], stats["hash_bits"], stats["index_kind"]) == (N_IMAGES, BITS, "flat")
     assert (stats["backbone"], stats["dataset"], stats["metrics"]) == ("small_cnn", "tiny", {"map": 0.5})
+
+
+def test_anchor_pool_names_no_label_and_holds_every_label(client, db, service) -> None:
+    """/api/anchors/pool: per_label items of every label, each with its code and all its labels,
+    the same answer for every client (nothing in it depends on who asks or what for)."""
+    body = client.get("/api/anchors/pool?per_label=20").get_json()
+    store = Store(service.db_url)
+    counts = store.label_counts()
+    assert body["per_label"] == 20 and body["radius"] == service.server.radius
+    assert body["labels"] == [{"name": n, "count": c} for n, c in counts.items()]
+    rows = store.images([item["id"] for item in body["items"]])
+    codes = dict(zip(db[0].tolist(), db[1]))
+    for item in body["items"]:
+        assert item["code"] == to_hex(codes[item["id"]]) and item["labels"] == list(rows[item["id"]].labels)
+    for (
+        name,
+        count,
+    ) in counts.items():  # at least per_label items of each label (multi-label items count twice)
+        assert sum(name in item["labels"] for item in body["items"]) >= min(20, count)
+    assert len({item["id"] for item in body["items"]}) == len(body["items"])
+    assert client.get("/api/anchors/pool?per_label=20").get_json() == body
+    default = client.get("/api/anchors/pool").get_json()
+    assert default["per_label"] == 256 and len(default["items"]) == N_IMAGES  # every item fits in the pool
+    for q in ("?per_label=0", "?per_label=1001", "?per_label=x"):
+        resp = client.get("/api/anchors/pool" + q)
+        assert resp.status_code == 400 and "per_label" in resp.get_json()["error"], q
     assert client.get("/api/health").get_json()["status"] == "ok"
 
 

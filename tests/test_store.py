@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import sqlite3
-import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -81,13 +80,15 @@ def test_replace_images_is_atomic(store: Store) -> None:
         store.replace_images(rows, ["cat", "cat"])
 
 
-def test_replace_20k_rows_is_fast(store: Store) -> None:
+def test_replace_20k_rows_in_batches_keeps_every_row(store: Store) -> None:
+    """20,000 rows span several INSERT batches; every one comes back as written (its speed is
+    measured by benchmarks/build.py, not asserted here)."""
     rows = _rows(20_000, seed=6)
-    start = time.perf_counter()
-    store.replace_images(rows, NAMES)
-    elapsed = time.perf_counter() - start
+    assert store.replace_images(rows, NAMES) == 20_000
     assert store.count() == 20_000
-    assert elapsed < 2.0, f"replace_images of 20k rows took {elapsed:.2f} s"
+    sample = rows[::997]
+    got = store.images([r.id for r in sample])
+    assert [got[r.id] for r in sample] == sample
 
 
 def test_codes_with_label_is_deterministic_and_correct(store: Store) -> None:
@@ -248,7 +249,7 @@ def test_large_upload_round_trip_and_limit(store: Store, monkeypatch) -> None:
         remote_addr="::1",
     )
     assert store.logged_upload(qid) == upload
-    monkeypatch.setattr("retrieval.service.store.MAX_BLOB_BYTES", 1000)
+    monkeypatch.setattr("retrieval.service.records.MAX_BLOB_BYTES", 1000)
     with pytest.raises(ValueError, match="1001 bytes is larger than the store's 1000-byte limit"):
         store.log_query(
             code=b"\x01\x02",
@@ -315,16 +316,106 @@ def test_build_serve_and_query_log_end_to_end(untrained_cfg, db_url, tiny_data) 
     rows = store.images(range(240))
     ids = np.array(sorted(rows))
     data = (tiny_data / rows[ids[7]].path).read_bytes()  # a database image: found at distance 0
-    resp = client.post("/api/search", data={"image": (io.BytesIO(data), "q.png"), "radius": "3"})
+    form = {"image": (io.BytesIO(data), "q.png"), "radius": "3", "limit": "200"}  # the whole set in a page
+    resp = client.post("/api/search", data=form)
     assert resp.status_code == 200, resp.get_json()
     got = [(r["distance"], r["id"]) for r in resp.get_json()["results"]]
     model, _ = load_checkpoint(cfg.work_dir / "model")
     code = model.encode(to_tensor(decode_image(data))[None])[0]
     dist = hamming(code[None], np.stack([np.frombuffer(rows[i].code, np.uint8) for i in ids]))[0]
     assert got == sorted((int(d), int(i)) for d, i in zip(dist, ids) if d <= 3) and (0, int(ids[7])) in got
+    assert resp.get_json()["count"] == len(got)
     logged = store.query_log(limit=10)
     assert len(logged) == 1 and logged[0].upload == data and logged[0].code == code.tobytes()
     assert list(logged[0].result_ids) == [i for _, i in got] and logged[
         0
     ].created_at.utcoffset() == timedelta(0)
     store.close()
+
+
+def test_a_store_written_before_packed_ids_stays_readable_and_takes_new_rows(db_url) -> None:
+    """The query log as hashveil wrote it before: result ids as a JSON text column."""
+    from sqlalchemy import (
+        Column,
+        DateTime,
+        Integer,
+        LargeBinary,
+        MetaData,
+        String,
+        Table,
+        Text,
+        create_engine,
+    )
+
+    from retrieval.service.records import ID_TYPE
+
+    old = Table(
+        "query_log",
+        MetaData(),
+        Column("id", ID_TYPE, primary_key=True, autoincrement=True),
+        Column("created_at", DateTime(timezone=True)),
+        Column("code", LargeBinary),
+        Column("radius", Integer),
+        Column("k", Integer, nullable=True),
+        Column("result_ids", Text),
+        Column("upload", LargeBinary, nullable=True),
+        Column("upload_type", String(16)),
+        Column("remote_addr", String(64), nullable=True),
+        sqlite_autoincrement=True,
+    )
+    Store(db_url).create()  # the database (and SQLite's folder); the old table replaces the new one
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE query_log")
+    old.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            old.insert(),
+            {
+                "created_at": datetime.now(timezone.utc),
+                "code": b"\x01\x02",
+                "radius": 2,
+                "k": None,
+                "result_ids": json.dumps([5, 1, 9]),
+                "upload": None,
+                "upload_type": "code",
+                "remote_addr": None,
+            },
+        )
+    engine.dispose()
+    store = Store(db_url)
+    store.create()  # creates the missing tables and upgrades the old one, as the server's start does
+    big = np.arange(3000, dtype=np.int64) * 7 + 2**33  # ids beyond 32 bits: the int64 form
+    new_id = store.log_query(
+        code=b"\x03\x04", radius=1, k=None, result_ids=big, upload=None, upload_type="code", remote_addr=None
+    )
+    new, before = store.query_log(limit=10)
+    assert before.result_ids == (5, 1, 9) and new.id == new_id and new.result_ids == tuple(big.tolist())
+    assert store.logged_query(before.id).result_ids == (5, 1, 9)
+    store.create()  # upgrading twice changes nothing
+    assert [r.result_ids for r in store.query_log(limit=10)] == [tuple(big.tolist()), (5, 1, 9)]
+    store.close()
+
+
+def test_result_ids_are_one_packed_array(store: Store) -> None:
+    from sqlalchemy import select
+
+    from retrieval.service.records import QueryLogRecord
+
+    ids = [7, 3, 2**32 - 1]
+    store.log_query(
+        code=b"\x00", radius=0, k=None, result_ids=ids, upload=None, upload_type="code", remote_addr=None
+    )
+    with store.engine.connect() as conn:
+        stored = bytes(conn.execute(select(QueryLogRecord.result_ids)).scalar_one())
+    assert stored == b"\x04" + np.array(ids, "<u4").tobytes()  # 4 bytes an id, not JSON or a row each
+    with pytest.raises(TypeError, match="ints"):
+        store.log_query(
+            code=b"\x00",
+            radius=0,
+            k=None,
+            result_ids=[1.5],
+            upload=None,
+            upload_type="code",
+            remote_addr=None,
+        )

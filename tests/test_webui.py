@@ -8,6 +8,7 @@ service actually received (recorded by a WSGI middleware) and its query log.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +22,12 @@ from retrieval.core.codes import hamming
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
 from retrieval.core.model import load_checkpoint
-from retrieval.core.votes import majority_label
+from retrieval.core.votes import label_votes, majority_label, majority_of
 from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from retrieval.service.store import Store
-from testkit.servers import live_server
-from webui.client import create_client_app
+from testkit.data import write_config
+from testkit.servers import live_server, start_client, stop
 from webui.service import mount_service_pages
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,30 +72,40 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
-    """The service with its pages, and a privacy client pointed at it (own work dir, as on another machine)."""
+    """The service with its pages, and `hashveil client` pointed at it, run as a user runs it: its
+    own work dir (as on another machine), its launch URL read from what it printed."""
     cfg, _ = tiny_trained
     cfg = override(cfg, server={"admin_token": TOKEN}, privacy={"eps": 16 / 255, "steps": 200})
     app = create_app(cfg)
     mount_service_pages(app)
     recorder = Recorder(app)
-    client_cfg = override(cfg, paths={"work_dir": tmp_path_factory.mktemp("client")})
-    with (
-        live_server(recorder) as service_url,
-        live_server(create_client_app(service_url, client_cfg)) as client_url,
-    ):
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        yield {
-            "cfg": cfg,
-            "service": service_url,
-            "client": client_url,
-            "recorder": recorder,
-            "store": app.extensions["hashveil"]["searcher"].store,
-        }
+    folder = tmp_path_factory.mktemp("client")
+    client_cfg = write_config(folder / "config.toml", override(cfg, paths={"work_dir": folder / "work"}))
+    with live_server(recorder) as service_url:
+        proc, launch = start_client(client_cfg, service_url)
+        try:
+            client = requests.Session()  # a script's session: it shows the token once, as the browser does
+            assert client.get(launch, timeout=30).status_code == 200
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            yield {
+                "cfg": cfg,
+                "service": service_url,
+                "client": launch.split("/?")[0],
+                "launch": launch,
+                "client_http": client,
+                "recorder": recorder,
+                "store": app.extensions["hashveil"]["searcher"].current().store,
+            }
+        finally:
+            stop(proc)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory) -> Iterator[object]:
-    """A persistent headless Chromium context on a fresh profile (never `playwright install`)."""
+    """A persistent headless Chromium context on a fresh profile (never `playwright install`).
+
+    Its console's Content-Security-Policy reports are kept in ``context.csp_reports``.
+    """
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
@@ -104,8 +115,23 @@ def browser(tmp_path_factory) -> Iterator[object]:
             viewport={"width": 1280, "height": 900},
         )
         context.set_default_timeout(TIMEOUT_MS)
+        context.csp_reports = []
+        context.on(
+            "console",
+            lambda m: "Content Security Policy" in m.text and context.csp_reports.append(m.text),
+        )
         yield context
         context.close()
+
+
+@pytest.fixture(autouse=True)
+def no_csp_violations(request) -> Iterator[None]:
+    """Every browser test ends with no Content-Security-Policy report in the console."""
+    yield
+    if "browser" in request.fixturenames:
+        reports = request.getfixturevalue("browser").csp_reports
+        found, reports[:] = list(reports), []
+        assert found == [], "CSP violations in the browser console"
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -120,7 +146,8 @@ def _file(name: str, data: bytes, mime: str = "image/png") -> dict:
 
 def _images_loaded(page, selector: str) -> list[int]:
     """naturalWidth of each matching <img> once loaded (0 = broken)."""
-    page.wait_for_function(f"[...document.querySelectorAll({selector!r})].every(i => i.complete)")
+    # a function, not an expression string: Playwright evals strings, which the pages' CSP forbids
+    page.wait_for_function("s => [...document.querySelectorAll(s)].every(i => i.complete)", arg=selector)
     return page.eval_on_selector_all(selector, "els => els.map(e => e.naturalWidth)")
 
 
@@ -171,6 +198,52 @@ def test_search_by_upload_shows_results(sites, browser, tiny_data):
     page.close()
 
 
+def test_search_pages_through_a_result_larger_than_a_page(sites, browser, tiny_data):
+    """Radius = every bit: the whole database, more than a page; later pages go by the query's code."""
+    cfg, store, recorder = sites["cfg"], sites["store"], sites["recorder"]
+    path = tiny_data / "img" / "0005.png"
+    model, _ = load_checkpoint(cfg.work_dir / "model")
+    code = model.encode(to_tensor(load_image(path))[None])
+    db = _database(store)
+    expected = sorted(
+        (int(hamming(code, np.frombuffer(c, np.uint8)[None])[0, 0]), i) for i, (c, _) in db.items()
+    )
+    size = min(cfg.server.page_size, cfg.server.max_k)
+    assert len(expected) > size
+
+    def shown() -> list[tuple[int, int]]:
+        cells = page.eval_on_selector_all(
+            "#hits li", "els => els.map(e => [e.dataset.distance, e.dataset.id])"
+        )
+        return [(int(d), int(i)) for d, i in cells]
+
+    page = browser.new_page()
+    page.goto(sites["service"] + "/")
+    page.set_input_files("#image", str(path))
+    page.fill("#radius", str(cfg.model.hash_bits))
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_selector("#results:not([hidden]) #hits li")
+    assert shown() == expected[:size] and page.is_hidden("#prev-page")
+    assert page.inner_text("#page-range") == f"Results 1 to {size} of {len(expected)}"
+    votes = label_votes(db[i][1] for _, i in expected)  # of the whole result, not of the page
+    assert page.inner_text("#result-label") == majority_of(votes)
+    sent = len(recorder.requests)
+    page.get_by_role("button", name="Next page").click()
+    page.wait_for_function(  # a function with an argument, not a string: the CSP forbids eval
+        "s => document.getElementById('page-range').textContent.startsWith(s)", arg=f"Results {size + 1} "
+    )
+    assert shown() == expected[size : 2 * size]
+    searches = [body for path_, body in recorder.requests[sent:] if path_ == "/api/search"]
+    want = {"code": code[0].tobytes().hex(), "radius": cfg.model.hash_bits, "offset": size}
+    assert [json.loads(b) for b in searches] == [want]  # a code query: the image is not sent again
+    page.get_by_role("button", name="Previous page").click()
+    page.wait_for_function(
+        "s => document.getElementById('page-range').textContent.startsWith(s)", arg="Results 1 "
+    )
+    assert shown() == expected[:size]
+    page.close()
+
+
 def test_invalid_upload_shows_a_readable_error(sites, browser):
     page = browser.new_page()
     page.goto(sites["service"] + "/")
@@ -204,14 +277,15 @@ def protected(sites, browser, tiny_data) -> dict:
     log_before = max((r.id for r in sites["store"].query_log(1)), default=0)
     recorded_before = len(sites["recorder"].requests)
     page = browser.new_page()
-    page.goto(sites["client"] + "/")
+    page.goto(sites["launch"])  # the URL `hashveil client` printed: the token becomes a cookie
+    assert page.url == sites["client"] + "/"  # and leaves the address bar
     page.set_input_files("#image", _file("my-photo.png", original))
     page.check("input[name=mode][value=semantic]")
     page.select_option("#target_label", target)
     page.get_by_role("button", name="Protect on this machine").click()
     page.wait_for_selector("#outcome:not([hidden])")
     job_url = page.evaluate("document.getElementById('img-protected').src").rsplit("/", 1)[0]
-    status = requests.get(job_url, timeout=10).json()
+    status = sites["client_http"].get(job_url, timeout=10).json()
     page.get_by_role("button", name="Send the protected image to the server").click()
     page.wait_for_selector("#results:not([hidden])")
     return {
@@ -220,7 +294,7 @@ def protected(sites, browser, tiny_data) -> dict:
         "original_label": original_label,
         "target": target,
         "status": status,
-        "protected_png": requests.get(job_url + "/protected.png", timeout=10).content,
+        "protected_png": sites["client_http"].get(job_url + "/protected.png", timeout=10).content,
         "log": [r for r in sites["store"].query_log(10_000) if r.id > log_before],
         "received": sites["recorder"].requests[recorded_before:],
     }
@@ -235,6 +309,28 @@ def test_protected_query_end_to_end(sites, protected):
     assert all(w > 0 for w in _images_loaded(page, ".compare figure:not([hidden]) img"))
     assert page.get_attribute("#curve-svg polyline", "data-points") == str(result["iterations"] + 1)
     assert page.inner_text("#original-label") == result["original_likely_label"]
+    assert (
+        page.inner_text("#m-file").startswith("PNG, ") and page.inner_text("#m-file-check") == "at the target"
+    )
+
+    # before sending: the server's model's reading of both images, as sent and re-encoded, and the
+    # rows the benchmark measured for this mode (or a note that none ships)
+    views = page.eval_on_selector_all(
+        "#server-views tbody tr",
+        "els => els.map(e => [e.dataset.view, e.cells[1].innerText, e.cells[2].innerText])",
+    )
+    assert [v[0] for v in views] == ["sent", "jpeg90", "jpeg75", "resize0.5"]
+    assert views[0][1:] == [result["original_likely_label"], result["protected_likely_label"]]
+    assert views == [
+        [v["view"], v["original"] or "none", v["protected"] or "none"] for v in result["server_views"]
+    ]
+    if page.query_selector("#ladder"):
+        shown = page.eval_on_selector_all(
+            "#ladder tbody tr:not([hidden])", "els => els.map(e => e.dataset.mode)"
+        )
+        assert shown and set(shown) == {"semantic"}
+    else:
+        assert "no copy of an attacker's own model" in page.inner_text("#ladder-missing")
 
     # the protected image is within the budget of the original (independent check on the PNGs)
     x = np.asarray(decode_image(protected["original"]), dtype=np.int16)
@@ -298,28 +394,28 @@ def test_attacker_view_lists_the_protected_query(sites, browser, protected):
     page.close()
 
 
-def _finished(url: str) -> dict:
-    deadline = time.monotonic() + 30
+def _finished(http: requests.Session, url: str) -> dict:
+    deadline = time.monotonic() + 180  # a bound for a stuck job, not a speed goal: CI machines may be busy
     while time.monotonic() < deadline:
-        status = requests.get(url, timeout=10).json()
+        status = http.get(url, timeout=10).json()
         if status["state"] in ("done", "failed"):
             return status
         time.sleep(0.05)
-    raise AssertionError(f"job {url} did not finish in 30 s")
+    raise AssertionError(f"job {url} did not finish in 180 s")
 
 
 def test_client_modes_and_bad_input_over_http(sites, tiny_data):
     """Carrier and untargeted jobs target the right codes and send the server nothing."""
-    client, recorder = sites["client"], sites["recorder"]
+    client, recorder, http = sites["client"], sites["recorder"], sites["client_http"]
     carrier = (tiny_data / "img" / "0002.png").read_bytes()
     private = (tiny_data / "img" / "0005.png").read_bytes()
-    r = requests.post(
+    r = http.post(
         f"{client}/protect", data={"mode": "carrier"}, files={"image": ("c.png", carrier)}, timeout=10
     )
     assert r.status_code == 400 and r.json()["error"] == "choose the private image"
-    r = requests.post(f"{client}/protect", files={"image": ("x.png", b"no image")}, timeout=10)
+    r = http.post(f"{client}/protect", files={"image": ("x.png", b"no image")}, timeout=10)
     assert r.status_code == 400 and "not a readable image" in r.json()["error"]
-    r = requests.post(
+    r = http.post(
         f"{client}/protect",
         files={"image": ("c.png", carrier)},
         timeout=10,
@@ -329,33 +425,65 @@ def test_client_modes_and_bad_input_over_http(sites, tiny_data):
 
     model, _ = load_checkpoint(sites["cfg"].work_dir / "model")
     before = len(recorder.requests)
-    r = requests.post(
+    r = http.post(
         f"{client}/protect",
         data={"mode": "carrier", "strength": "low"},
         timeout=10,
         files={"image": ("c.png", carrier), "private": ("p.png", private)},
     )
     assert r.status_code == 202
-    status = _finished(client + r.json()["status_url"])
+    status = _finished(http, client + r.json()["status_url"])
     result = status["result"]
     assert status["state"] == "done" and result["target_label"] is None
     assert set(status["images"]) == {"original", "protected", "perturbation", "private"}
     assert result["eps_255"] == 4 and 0 < result["linf_255"] <= 4
     assert result["target_code"] == model.encode(to_tensor(decode_image(private))[None])[0].tobytes().hex()
 
-    r = requests.post(
+    r = http.post(
         f"{client}/protect", data={"mode": "untargeted"}, files={"image": ("c.png", carrier)}, timeout=10
     )
-    result = _finished(client + r.json()["status_url"])["result"]
+    result = _finished(http, client + r.json()["status_url"])["result"]
     own = bytes.fromhex(result["original_code"])
     assert bytes.fromhex(result["target_code"]) == bytes(b ^ 0xFF for b in own)
     assert len(result["trace"]) == result["iterations"] + 1 and result["trace"][-1] == result["distance"]
-    live = _finished(client + r.json()["status_url"])["trace"]  # what the page drew while it ran
+    live = _finished(http, client + r.json()["status_url"])["trace"]  # what the page drew while it ran
     assert len(live) >= len(result["trace"]) - 1 and live == result["trace"][: len(live)]
 
     received = recorder.requests[before:]
     assert all(path != "/api/search" for path, _ in received)
     assert not any(private in body or carrier in body for _, body in received)
+
+
+def test_client_sends_a_jpeg_it_checked_as_the_server_hashes_it(sites, tiny_data):
+    """--format in the client: the file sent is the JPEG the job encoded, its code computed here equals
+    the server's, and the page's facts say whether that code is still at the target."""
+    client, recorder, http = sites["client"], sites["recorder"], sites["client_http"]
+    image = (tiny_data / "img" / "0006.png").read_bytes()
+    r = http.post(f"{client}/protect", data={"format": "gif"}, files={"image": ("a.png", image)}, timeout=10)
+    assert r.status_code == 400 and "format must be one of" in r.json()["error"]
+    r = http.post(
+        f"{client}/protect",
+        data={"mode": "untargeted", "strength": "low", "format": "jpeg", "quality": "85"},
+        files={"image": ("a.png", image)},
+        timeout=10,
+    )
+    status = _finished(http, client + r.json()["status_url"])
+    result = status["result"]
+    got = http.get(client + status["images"]["protected"], timeout=10)
+    assert got.headers["Content-Type"] == "image/jpeg" and got.content[:3] == b"\xff\xd8\xff"
+    assert (result["format"], result["quality"], result["bytes"]) == ("jpeg", 85, len(got.content))
+    assert result["original_bytes"] == len(image) and result["sent_bytes"] == len(got.content)
+    model, _ = load_checkpoint(sites["cfg"].work_dir / "model")
+    code = model.encode(to_tensor(decode_image(got.content))[None])[0]
+    assert result["file_code"] == code.tobytes().hex()
+    distance = int(
+        hamming(code[None], np.frombuffer(bytes.fromhex(result["target_code"]), np.uint8)[None])[0, 0]
+    )
+    assert result["file_distance"] == distance and result["file_at_target"] == (distance == 0)
+    before = len(recorder.requests)
+    answer = http.post(client + status["send_url"], data={"radius": "2"}, timeout=30).json()
+    (body,) = [b for path, b in recorder.requests[before:] if path == "/api/search"]
+    assert got.content in body and answer["code"] == result["file_code"] and answer["server_code_matches"]
 
 
 def test_pages_fit_a_phone(sites, browser, protected):
@@ -380,4 +508,75 @@ def test_pages_fit_a_phone(sites, browser, protected):
     page.wait_for_selector(".query")
     _no_horizontal_overflow(page)
     page.screenshot(path=str(SHOTS / "admin-phone.png"), full_page=True)
+    page.close()
+
+
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options")
+
+
+def test_client_answers_only_its_launch_token_and_its_loopback_name(sites, browser):
+    """Another user (or program) on this machine has no token; a rebound name is refused."""
+    client, launch = sites["client"], sites["launch"]
+    fresh = browser.new_page()  # same browser profile: drop the cookie the launch URL set
+    browser.clear_cookies()
+    response = fresh.goto(client + "/")
+    assert response.status == 403
+    assert "Open the link that hashveil client printed" in fresh.inner_text("h1")
+    assert "http://127.0.0.1:5001/?token=" in fresh.inner_text("main")
+    fresh.screenshot(path=str(SHOTS / "client-token-required.png"), full_page=True)
+    wrong = fresh.goto(client + "/?token=guess")
+    assert wrong.status == 403 and "not this launch's" in fresh.inner_text("main")
+    ok = fresh.goto(launch)
+    assert ok.status == 200 and fresh.url == client + "/" and fresh.locator("#protect-form").count() == 1
+    assert all(ok.headers.get(h.lower()) for h in SECURITY_HEADERS)
+    fresh.close()
+
+    for path in ("/", "/jobs/x", "/thumbs/1", "/ui/static/client.js"):
+        r = requests.get(client + path, timeout=10)
+        assert r.status_code == 403 and "hashveil client" in r.json()["error"], path
+    r = requests.post(client + "/protect", files={"image": ("x.png", b"x")}, timeout=10)
+    assert r.status_code == 403
+    port = client.rsplit(":", 1)[1]
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{int(port) + 1}"):
+        page = sites["client_http"].get(client + "/", headers={"Host": host}, timeout=10)
+        assert page.status_code == 400 and "does not answer to the host name" in page.text, host
+        r = sites["client_http"].get(client + "/jobs/x", headers={"Host": host}, timeout=10)
+        assert r.status_code == 400 and "printed" in r.json()["error"], host
+
+
+def test_service_refuses_other_host_names(sites):
+    base = sites["service"]
+    for path in ("/", "/api/health", "/admin/login", "/ui/static/style.css"):
+        ok = requests.get(base + path, timeout=10)
+        assert ok.status_code == 200 and all(ok.headers.get(h) for h in SECURITY_HEADERS), path
+        assert ok.headers["X-Frame-Options"] == "DENY" and ok.headers["X-Content-Type-Options"] == "nosniff"
+        evil = requests.get(base + path, headers={"Host": "evil.example"}, timeout=10)
+        assert evil.status_code == 400, path
+    api = requests.get(base + "/api/health", headers={"Host": "evil.example"}, timeout=10)
+    assert "server.allowed_hosts" in api.json()["error"]
+
+
+def test_other_sites_cannot_frame_the_pages_and_inline_code_is_blocked(sites, browser):
+    """frame-ancestors 'none' in a real browser, and the CSP check above is able to see violations."""
+    page = browser.new_page()
+    page.set_content(
+        f'<iframe id="c" src="{sites["client"]}/"></iframe><iframe id="s" src="{sites["service"]}/"></iframe>'
+    )
+    page.wait_for_timeout(1000)
+    framed = [f for f in page.frames if f != page.main_frame]
+    assert len(framed) == 2
+    for frame in framed:  # the frames hold Chromium's error page, never the app's form
+        assert frame.locator("form").count() == 0
+    blocked = [m for m in browser.csp_reports if "frame-ancestors" in m]
+    assert len(blocked) == 2, browser.csp_reports
+    browser.csp_reports.clear()
+
+    page.goto(sites["service"] + "/")
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+        " document.body.append(s); }"
+    )
+    assert page.evaluate("window.ran") is None  # the inline script did not run
+    assert any("script-src" in m or "default-src" in m for m in browser.csp_reports)
+    browser.csp_reports.clear()
     page.close()

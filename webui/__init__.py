@@ -7,5 +7,7 @@
   never imports the service's code.
 
 Pages are Jinja templates with plain JavaScript (no build step); every computation is a call to
-the library, never torch code here.
+the library, never torch code here. Both apps get ``retrieval.websecurity``'s Host allowlist and
+headers (a CSP with no inline script or style: put both in ``static/``); the client also refuses
+every request without its per-launch token (``webui.launch``).
 """

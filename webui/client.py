@@ -16,24 +16,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
 import requests
 import torch
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from privacy.client import Protector
+from privacy.encode import FORMATS, Encoding, encode_verified
+from privacy.pool import AnchorPool
 from privacy.presets import MODES, STRENGTHS, apply_strength, check_mode
 from privacy.remote import RemoteService
+from privacy.targets import rng_from
 from retrieval.core.codes import to_hex
 from retrieval.core.config import Config
 from retrieval.core.imaging import THUMB_MAX, THUMB_MIN, decode_image, to_png, to_tensor
 from retrieval.core.model import HashNet
 from retrieval.core.params import parse_int
-from retrieval.core.votes import majority_label
+from retrieval.core.votes import majority_of
+from retrieval.websecurity import LOOPBACK_NAMES, HostRule, secure_app
 from webui.assets import register_assets
+from webui.exposure import measured_ladder, server_views
 from webui.imagery import perturbation_png
 from webui.jobs import Busy, Job, JobRunner
+from webui.launch import install_token
 
 client_pages = Blueprint("client", __name__)
 
@@ -43,10 +48,16 @@ RESULT_THUMB = 96
 
 
 def create_client_app(server_url: str, cfg: Config) -> Flask:
-    """The local privacy client for the search server at ``server_url`` (http or https)."""
+    """The local privacy client for the search server at ``server_url`` (http, or https checked
+    against ``cfg.client.ca_bundle``); it answers only loopback names on its own port, and only
+    requests with this launch's token (:func:`webui.launch.launch_url` is the URL to print)."""
     app = Flask(__name__, static_folder=None, template_folder=None)  # webui_assets serves both
     app.config["MAX_CONTENT_LENGTH"] = int(2 * cfg.server.max_upload_mb * 2**20) + 65536  # image + private
-    app.extensions["hashveil_client"] = ClientState(RemoteService(server_url), cfg)
+    hint = "open the URL that `hashveil client` printed (http://127.0.0.1:PORT/?token=...)"
+    secure_app(app, HostRule(LOOPBACK_NAMES, own_port=True, hint=hint))
+    install_token(app)
+    server = RemoteService(server_url, verify=cfg.client.verify())
+    app.extensions["hashveil_client"] = ClientState(server, cfg)
     register_assets(app)
     app.register_blueprint(client_pages)
     app.register_error_handler(HTTPException, _http_error)
@@ -54,23 +65,34 @@ def create_client_app(server_url: str, cfg: Config) -> Flask:
 
 
 class ClientState:
-    """The server connection, the downloaded model and the job runner of one client app."""
+    """The server connection, the downloaded model and anchor pool, and the job runner of one client app.
+
+    One generator serves every job: fresh OS entropy, or ``privacy.seed`` when the user set one
+    (then the sequence of draws repeats from launch to launch).
+    """
 
     def __init__(self, server: RemoteService, cfg: Config) -> None:
         self.server = server
         self.cfg = cfg
         self.runner = JobRunner(self._protect)
+        self.rng = rng_from(cfg.privacy.seed)
         self._lock = threading.Lock()
         self._model: HashNet | None = None
+        self._sha256 = ""
         self._counts: dict[str, int] | None = None
-        self._anchors: dict[str, np.ndarray] = {}
+        self._pool: AnchorPool | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.work_dir) / "client-cache"
 
     def model(self) -> HashNet:
         with self._lock:
             if self._model is None:
-                self._model, _ = self.server.model(
-                    Path(self.cfg.work_dir) / "client-cache", self.cfg.model.device
+                self._model, card = self.server.model(
+                    self.cache_dir, self.cfg.model.device, pinned=self.cfg.privacy.model_sha256
                 )
+                self._sha256 = card.sha256
             return self._model
 
     def label_counts(self) -> dict[str, int]:
@@ -79,20 +101,22 @@ class ClientState:
                 self._counts = self.server.labels()
             return self._counts
 
-    def anchors(self, label: str) -> np.ndarray:
-        """Codes (never images) of database items with ``label``, fetched once per label."""
-        if label not in self._anchors:
-            self._anchors[label] = self.server.anchors(
-                label, self.cfg.privacy.n_anchor, self.cfg.privacy.seed
-            )
-        return self._anchors[label]
+    def pool(self) -> AnchorPool:
+        """Codes (never images) of every label, fetched once and cached with the model."""
+        self.model()
+        with self._lock:
+            if self._pool is None:
+                self._pool = self.server.anchor_pool(
+                    self.cfg.privacy.anchor_pool, self.cache_dir, self._sha256
+                )
+            return self._pool
 
     def _protect(self, job: Job) -> None:
         """The job's work, in the runner's thread: everything here stays on this machine."""
-        job.phase = "fetching the server's model (once)"
-        model, counts = self.model(), self.label_counts()
+        job.phase = "fetching the server's model and anchor pool (once)"
+        model, pool = self.model(), self.pool()
         privacy = apply_strength(self.cfg.privacy, None if job.strength == CONFIGURED else job.strength)
-        protector = Protector(model, privacy, self.anchors, counts)
+        protector = Protector(model, privacy, pool, self.rng)
         job.phase = "protecting on this machine"
         p = protector.protect(
             job.original,
@@ -101,10 +125,11 @@ class ClientState:
             private=job.private,
             on_step=lambda k, d: job.trace.append(d),
         )
-        job.phase = "preparing the images"
+        job.phase = "encoding and checking the file to send"
+        sent = encode_verified(model, p.image, p.target_code, p.distance, job.encoding)
         original_code = model.encode(job.original.unsqueeze(0))[0]
         perturbation, gain = perturbation_png(job.original, p.image)
-        pngs = {"original": to_png(job.original), "protected": p.png(), "perturbation": perturbation}
+        pngs = {"original": to_png(job.original), "protected": sent.data, "perturbation": perturbation}
         if job.private is not None:
             pngs["private"] = to_png(job.private)
         job.facts = {
@@ -116,20 +141,17 @@ class ClientState:
             "method": privacy.method,
             "trace": [int(d) for d in p.trace[: p.iterations + 1]],
             "original_code": to_hex(original_code),
-            "original_likely_label": _likely(protector, original_code),
-            "protected_likely_label": _likely(protector, p.code),
+            "original_likely_label": protector.likely_label(original_code),
+            "protected_likely_label": protector.likely_label(p.code),
+            # what a server could read from the file as sent, and after re-encoding it
+            "server_views": server_views(model, pool, job.original, to_tensor(decode_image(sent.data))),
+            "randomness": "seed" if privacy.seed >= 0 else "os-entropy",
+            **sent.summary(),
+            "original_bytes": job.original_bytes,
             "sent_bytes": len(pngs["protected"]),
             "sent_sha256": hashlib.sha256(pngs["protected"]).hexdigest(),
         }
         job.pngs, job.result = pngs, p
-
-
-def _likely(protector: Protector, code: np.ndarray) -> str | None:
-    """The label whose P2S anchor is nearest, or None when no label has enough items for one."""
-    try:
-        return protector.likely_label(code)
-    except ValueError:
-        return None
 
 
 def _state() -> ClientState:
@@ -180,19 +202,23 @@ def page() -> Any:
         modes=MODES,
         strengths=strengths,
         configured=CONFIGURED,
+        formats=FORMATS,
         radius=st.cfg.server.radius,
         n_anchor=st.cfg.privacy.n_anchor,
+        ladder=measured_ladder(),
         error=error,
     )
 
 
-def _upload(name: str, what: str) -> torch.Tensor:
-    """A multipart image field decoded to (3, H, W) in [0, 1]; ValueError says which field is bad."""
+def _upload(name: str, what: str) -> tuple[torch.Tensor, int]:
+    """A multipart image field decoded to (3, H, W) in [0, 1], and its size in bytes; ValueError
+    says which field is bad."""
     f = request.files.get(name)
     if f is None or not f.filename:
         raise ValueError(f"choose {what}")
+    data = f.read()
     try:
-        return to_tensor(decode_image(f.read()))
+        return to_tensor(decode_image(data)), len(data)
     except ValueError as e:
         raise ValueError(f"{what} ({f.filename}): {e}") from None
 
@@ -209,10 +235,19 @@ def protect() -> tuple[Response, int]:
     target_label = request.form.get("target_label", "") if mode == "semantic" else ""
     if target_label and target_label not in st.label_counts():
         raise ValueError(f"unknown target label {target_label!r}; known: {sorted(st.label_counts())}")
-    original = _upload("image", "the image to protect")
-    private = _upload("private", "the private image") if mode == "carrier" else None
+    encoding = Encoding(
+        request.form.get("format", "png"), parse_int("quality", request.form.get("quality"), 90, 1, 100)
+    )
+    original, size = _upload("image", "the image to protect")
+    private = _upload("private", "the private image")[0] if mode == "carrier" else None
     job = Job(
-        mode=mode, strength=strength, target_label=target_label or None, original=original, private=private
+        mode=mode,
+        strength=strength,
+        target_label=target_label or None,
+        original=original,
+        private=private,
+        encoding=encoding,
+        original_bytes=size,
     )
     try:
         st.runner.submit(job)
@@ -256,7 +291,7 @@ def image(job_id: str, kind: str) -> Response:
     job = _job(job_id)
     if kind not in IMAGE_KINDS or kind not in job.pngs:
         abort(404, f"job {job_id} has no {kind!r} image")
-    resp = Response(job.pngs[kind], mimetype="image/png")
+    resp = Response(job.pngs[kind], mimetype=job.encoding.mimetype if kind == "protected" else "image/png")
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
 
@@ -269,17 +304,24 @@ def send(job_id: str) -> Response:
         abort(409, f"job {job_id} is {job.state}: only a finished protection can be sent")
     radius = parse_int("radius", request.form.get("radius"), None, 0, 1024)
     k = parse_int("k", request.form.get("k"), None, 1, 10**6)
-    answer = _state().server.search(job.pngs["protected"], radius=radius, k=k)
+    answer = _state().server.search(
+        job.pngs["protected"],
+        filename=f"protected{job.encoding.suffix}",
+        mimetype=job.encoding.mimetype,
+        radius=radius,
+        k=k,
+    )
     hits = answer.get("results", [])
-    label, votes = majority_label(h.get("labels", []) for h in hits)
+    votes = answer.get("label_votes", {})  # over the whole result, not only the page shown
     job.search = {
         "code": answer.get("code"),
         "radius": answer.get("radius"),
         "k": answer.get("k"),
-        "count": len(hits),
-        "inferred_label": label,
+        "count": answer.get("count", len(hits)),
+        "inferred_label": majority_of(votes),
         "votes": votes,
         "sent_bytes": len(job.pngs["protected"]),
+        "server_code_matches": answer.get("code") == job.facts.get("file_code"),
         "results": [
             {
                 "id": h["id"],

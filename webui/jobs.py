@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from privacy.client import Protected
+from privacy.encode import Encoding
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,15 @@ STATES = ("queued", "running", "done", "failed")
 @dataclass
 class Job:
     """One protection request and, once done, its result. Images never leave this process
-    except ``pngs["protected"]``, and only when the user sends it."""
+    except ``pngs["protected"]`` (the protected file, in ``encoding``), and only when the user sends it."""
 
     mode: str
     strength: str
     target_label: str | None
     original: torch.Tensor  # (3, H, W) in [0, 1]
     private: torch.Tensor | None = None  # carrier mode: the image whose results to retrieve
+    encoding: Encoding = field(default_factory=Encoding)  # the file sent: PNG, JPEG or WebP
+    original_bytes: int = 0  # size of the file the user chose
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     state: str = "queued"
     phase: str = "waiting to start"

@@ -40,8 +40,7 @@ def mount_service_pages(app: Flask) -> None:
     """Add the search page (/) and the attacker's view (/admin) to the API's app."""
     if not app.secret_key:
         app.secret_key = os.urandom(32)  # sessions end when the server restarts
-    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
-        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SAMESITE"] = "Strict"  # the admin's session: never sent cross-site
     register_assets(app)
     app.register_blueprint(pages)
 
@@ -59,6 +58,7 @@ def search_page() -> str:
         radius=min(cfg.server.radius, s.hash_bits),
         hash_bits=s.hash_bits,
         max_k=cfg.server.max_k,
+        page_size=min(cfg.server.page_size, cfg.server.max_k),
         items=s.index.ntotal,
         thumb=RESULT_THUMB,
         max_upload_mb=cfg.server.max_upload_mb,

@@ -18,7 +18,9 @@ from retrieval.core.codes import unpack
 
 
 class Noise(Attack):
-    """x' = x + U[-eps, eps], clipped to [0, 1] and quantised like every attack; ``seed`` fixes it."""
+    """x' = x + U[-eps, eps], clipped to [0, 1] and quantised like every attack; ``seed`` fixes
+    it, None draws it from fresh OS entropy (never from torch's global generator, whose default
+    seed is the same in every process)."""
 
     def __init__(
         self,
@@ -43,7 +45,11 @@ class Noise(Attack):
         with torch.no_grad():
             start = self._project(x0, lo, hi)
             trace[0] = bit_errors(self.model(start), unpack(targets).to(x0))
-        gen = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+        gen = torch.Generator()
+        if self.seed is None:
+            gen.seed()  # std::random_device
+        else:
+            gen.manual_seed(self.seed)
         noise = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(x0) * self.eps
         move = trace[0] > 0 if self.early_stop else torch.ones(n, dtype=torch.bool, device=x0.device)
         final = torch.where(move.view(-1, 1, 1, 1), self._project(x0 + noise, lo, hi), start)

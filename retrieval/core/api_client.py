@@ -45,14 +45,25 @@ class ApiClient:
             if not Path(verify).is_file():
                 raise FileNotFoundError(f"CA bundle not found: {verify}")
             verify = str(verify)
-        self.http.verify = verify
+        # passed with each request: a Session's own verify loses to REQUESTS_CA_BUNDLE (psf/requests#3829)
+        self.verify = verify
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
 
-    def get(self, path: str, *, stream: bool = False, **params) -> requests.Response:
-        r = self.http.get(f"{self.url}{path}", params=params, timeout=self.timeout, stream=stream)
+    def _send(self, method: str, path: str, **kw) -> requests.Response:
+        """One request; an untrusted certificate is an SSLError that says what to do about it."""
+        try:
+            r = self.http.request(method, f"{self.url}{path}", timeout=self.timeout, verify=self.verify, **kw)
+        except requests.exceptions.SSLError as e:
+            raise requests.exceptions.SSLError(
+                f"the TLS certificate of {self.url} could not be verified ({e}); if a private CA signs "
+                "it, pass that CA's certificate with --ca-bundle FILE (client.ca_bundle)"
+            ) from e
         raise_for_status(r)
         return r
+
+    def get(self, path: str, *, stream: bool = False, **params) -> requests.Response:
+        return self._send("GET", path, params=params, stream=stream)
 
     def get_json(self, path: str, **params) -> dict:
         body = self.get(path, **params).json()
@@ -73,11 +84,6 @@ class ApiClient:
     ) -> dict:
         """POST an image to /api/search; ``params`` (radius, k, ...) left None are not sent."""
         form = {key: str(v) for key, v in params.items() if v is not None}
-        r = self.http.post(
-            f"{self.url}/api/search",
-            files={"image": (filename, image, mimetype)},
-            data=form,
-            timeout=self.timeout,
-        )
-        raise_for_status(r)
-        return r.json()
+        return self._send(
+            "POST", "/api/search", files={"image": (filename, image, mimetype)}, data=form
+        ).json()

@@ -19,8 +19,11 @@ from retrieval.core.codes import check_bits
 
 BACKBONES = ("efficientnet_lite0", "vgg11", "alexnet", "resnet18", "small_cnn")
 DATASETS = ("fashion_mnist", "flickr25k", "nuswide", "folder")
+LAYOUTS = ("auto", "csv", "classes", "flat")  # how a "folder" dataset gives its labels (README)
 INDEX_KINDS = ("flat", "hash", "multihash")
 INDEX_BACKENDS = ("faiss", "milvus")
+UNSET_SEED = -1  # privacy.seed: draw from fresh OS entropy
+MAX_ANCHOR_POOL = 1000  # the server's cap on database codes per label in one anchor pool
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,23 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "fashion_mnist"
     data_dir: str = ""
-    num_query: int = 1000
-    num_train: int = 20000
-    num_database: int = 20000
+    # Split sizes; 0 = sized to the data (index_builder.splits.split_sizes): query 10 % of the
+    # images (1 to 1,000), database all the rest, train the database (at most 20,000).
+    num_query: int = 0
+    num_train: int = 0
+    num_database: int = 0
     seed: int = 0
     redraw_splits: bool = False  # published split lists (flickr25k, nuswide) are used as they are
+    layout: str = (
+        "auto"  # folder datasets: auto (labels.csv, else class subfolders, else flat) | csv | classes | flat
+    )
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, DATASETS)
-        _int_range("data.num_query", self.num_query, 1, 10**7)
-        _int_range("data.num_train", self.num_train, 1, 10**7)
+        _int_range("data.num_query", self.num_query, 0, 10**7)
+        _int_range("data.num_train", self.num_train, 0, 10**7)
         _int_range("data.num_database", self.num_database, 0, 10**9)
+        _choice("data.layout", self.layout, LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,10 @@ class IndexConfig:
                 f"index.kind must be 'flat' with backend 'milvus' (BIN_FLAT, the exact "
                 f"Milvus index for binary codes); got {self.kind!r}"
             )
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", self.milvus_collection):
+        # at most 200 characters: builds name their collections <this>_<generation> (Milvus: 255)
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,199}", self.milvus_collection):
             raise ValueError(
-                f"index.milvus_collection must be letters, digits and underscores, "
+                f"index.milvus_collection must be at most 200 letters, digits and underscores, "
                 f"not starting with a digit; got {self.milvus_collection!r}"
             )
 
@@ -120,14 +130,34 @@ class ServerConfig:
     # long enough to investigate abuse or a user's report about last week, short enough that
     # uploads, the thing the privacy layer guards, do not pile up for ever.
     log_retention_days: int = 30
+    # Host names answered besides the loopback names (DNS rebinding, Host-header attacks); () with a
+    # host that is not loopback also answers IP addresses (retrieval.websecurity.server_host_rule).
+    allowed_hosts: tuple[str, ...] = ()
+    # Address of a TLS-terminating proxy whose X-Forwarded-Proto/-Host/-For/-Port waitress trusts.
+    trusted_proxy: str = ""
+    # How often (seconds) a running server looks for a new build's manifest; 0 = never.
+    reload_seconds: float = 2.0
+    page_size: int = 100  # hits per /api/search answer unless the request sets limit; at most max_k
+    batch_max: int = 16  # uploads hashed in one forward
+    batch_wait_ms: int = 2  # how long a batch's first upload waits for others
 
     def __post_init__(self) -> None:
         _int_range("server.port", self.port, 0, 65535)
+        for name in self.allowed_hosts:
+            if not re.fullmatch(r"\*|\.?[A-Za-z0-9_.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?", name):
+                raise ValueError(
+                    f"server.allowed_hosts entries must be host names, host:port, [ipv6] or *; got {name!r}"
+                )
+        if not 0 <= self.reload_seconds <= 86400:
+            raise ValueError(f"server.reload_seconds must be in [0, 86400]; got {self.reload_seconds!r}")
         _int_range("server.log_retention_days", self.log_retention_days, 0, 36500)
         if not 0 < self.max_upload_mb <= 4096:
             raise ValueError(f"server.max_upload_mb must be in (0, 4096]; got {self.max_upload_mb!r}")
         _int_range("server.radius", self.radius, 0, 64)
         _int_range("server.max_k", self.max_k, 1, 10**6)
+        _int_range("server.page_size", self.page_size, 0, 10**6)
+        _int_range("server.batch_max", self.batch_max, 1, 1024)
+        _int_range("server.batch_wait_ms", self.batch_wait_ms, 0, 1000)
 
     def admin_secret(self) -> str:
         """The admin token: server.admin_token, else HASHVEIL_ADMIN_TOKEN; "" = admin routes off."""
@@ -144,7 +174,13 @@ class PrivacyConfig:
     step_rule: str = "scaled"
     margin: float = 0.0
     n_anchor: int = 9
-    seed: int = 0
+    # -1 = unset: the target label, the anchor items and any noise come from fresh OS entropy for
+    # every protection. A seed >= 0 makes protections reproducible (experiments only): an attacker
+    # who knows it can predict every target.
+    seed: int = UNSET_SEED
+    anchor_pool: int = 256  # database codes per label fetched once (and cached); anchors are drawn from them
+    target_jitter: int = 0  # bits of a semantic target flipped at random, so protected codes do not collide
+    model_sha256: str = ""  # "" = trust the server's model card; else refuse any other model
 
     def __post_init__(self) -> None:
         _choice("privacy.method", self.method, ("rnm", "tanh", "noise"))
@@ -154,6 +190,33 @@ class PrivacyConfig:
             raise ValueError(f"privacy.eps must be in (0, 1] (pixels in [0, 1]); got {self.eps}")
         _int_range("privacy.steps", self.steps, 1, 10**5)
         _int_range("privacy.n_anchor", self.n_anchor, 1, 10**4)
+        _int_range("privacy.seed", self.seed, UNSET_SEED, 2**63 - 1)
+        _int_range("privacy.anchor_pool", self.anchor_pool, 1, MAX_ANCHOR_POOL)
+        _int_range("privacy.target_jitter", self.target_jitter, 0, 64)
+        if self.n_anchor > self.anchor_pool:
+            raise ValueError(
+                f"privacy.n_anchor ({self.n_anchor}) must be <= privacy.anchor_pool ({self.anchor_pool}): "
+                "anchors are drawn from the pool"
+            )
+        if self.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
+            raise ValueError(
+                f"privacy.model_sha256 must be 64 lowercase hex digits or empty; got {self.model_sha256!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The user's side talking to a server: ``hashveil client``, ``query`` and ``protect --server``."""
+
+    port: int = 5001  # the local client app's port on 127.0.0.1 (0 = any free port)
+    ca_bundle: str = ""  # CA certificates (PEM) that sign an https:// server's; "" = requests' bundle
+
+    def __post_init__(self) -> None:
+        _int_range("client.port", self.port, 0, 65535)
+
+    def verify(self) -> bool | str:
+        """requests' ``verify``: the CA bundle file, or True for the default bundle."""
+        return self.ca_bundle or True
 
 
 @dataclass(frozen=True)
@@ -165,6 +228,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
 
     @property
     def work_dir(self) -> Path:
@@ -195,9 +259,11 @@ def load_config(path: str | Path | None = None) -> Config:
     with path.open("rb") as f:
         raw = tomllib.load(f)
     cfg = from_dict(raw)
-    work = cfg.paths.work_dir
-    if not work.is_absolute():
-        cfg = override(cfg, paths={"work_dir": path.resolve().parent / work})
+    here = path.resolve().parent
+    if not cfg.paths.work_dir.is_absolute():
+        cfg = override(cfg, paths={"work_dir": here / cfg.paths.work_dir})
+    if cfg.client.ca_bundle and not Path(cfg.client.ca_bundle).is_absolute():
+        cfg = override(cfg, client={"ca_bundle": str(here / cfg.client.ca_bundle)})
     return cfg
 
 
@@ -217,6 +283,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
@@ -260,6 +328,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{name} must be a list of strings; got {value!r}")
+        return tuple(value)
     if type(value) is not type(default):
         raise TypeError(f"{name} must be {type(default).__name__}; got {value!r}")
     return value

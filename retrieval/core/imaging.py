@@ -80,17 +80,25 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-RESIZER = "torch-bilinear-antialias"  # names resize_square in cache keys: change it when the resizer changes
+RESIZER = "torch-bilinear-antialias-clamped"  # names resize_square in cache keys: change it when the resizer changes
 
 
 def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
     """The one resizer (module docstring): (n, 3, H, W) -> (n, 3, size, size), unchanged when
-    already that size. Each image is resized on its own, so batching never changes a result."""
+    already that size. Each image is resized on its own, so batching never changes a result.
+    The filter averages pixels with positive weights; the clamp only removes float rounding
+    (1 + 1e-7), so a resized image passes the same [0, 1] check as the upload it came from."""
     if x.ndim != 4:
         raise ValueError(f"images must have shape (n, C, H, W); got {tuple(x.shape)}")
     if x.shape[-2:] == (size, size):
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if len(x) == 0:
+        return x.new_zeros((0, x.shape[1], size, size))
+    out = [
+        F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        for img in x
+    ]
+    return torch.cat(out).clamp(0.0, 1.0)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

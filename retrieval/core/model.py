@@ -25,6 +25,9 @@ from retrieval.core.config import ModelConfig
 from retrieval.core.imaging import resize_square
 
 HEAD_HIDDEN = 1024
+# encode() runs the backbone on chunks of 2 to ENCODE_CHUNK images (a lone image padded with a black one)
+# and the head one image at a time: see HashNet.relaxed
+ENCODE_CHUNK = 8
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model.json"
 
@@ -90,10 +93,40 @@ class HashNet(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images at the backbone's input size, each resized alone (as :meth:`relaxed` does), so a
+        server can resize an upload before it joins a batch. Shape: (n, 3, H, W) -> (n, 3, S, S)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(x.shape)}")
+        return resize_square(x, self.image_size)
+
+    @torch.inference_mode()
+    def relaxed(self, x: torch.Tensor) -> torch.Tensor:
+        """C(x) as :meth:`encode` computes it: an image gets the same floats whatever else is in its batch.
+
+        A code bit of a protected image can sit a hair past zero, and the client computed it alone,
+        so a server that hashes uploads in batches must not move it. CPU kernels (oneDNN, BLAS) pick
+        their blocking by batch size and so round differently: measured on the default model, a
+        batch of 1 differs from batches of 2 to 64 by ~2e-6 and the head's matrix product changes
+        with its row count. So the backbone sees chunks of 2 to ENCODE_CHUNK images (a lone image is
+        padded with a black one), which round alike at 1 to 4 threads, and the head runs per image.
+        The server checks this at start (retrieval.service.batcher) and hashes one image at a time
+        where it does not hold. Shape: (n, 3, H, W) -> (n, K) float.
+        """
+        x = self.resize(x.to(self.device))
+        out = []
+        for chunk in x.split(ENCODE_CHUNK):
+            n = chunk.shape[0]
+            if n == 1:
+                chunk = torch.cat([chunk, torch.zeros_like(chunk)])
+            feats = self.features(chunk)[:n]
+            out += [self.head(f[None]) for f in feats]
+        return torch.cat(out) if out else torch.zeros((0, self.hash_bits), device=self.device)
+
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> np.ndarray:
         """Packed codes sign(C(x)) of pixel images on any device. Shape: (n, 3, H, W) -> (n, K/8) uint8."""
-        return pack(self(x.to(self.device)))
+        return pack(self.relaxed(x))
 
     def card(self, **extra) -> ModelCard:
         return ModelCard(

@@ -1,8 +1,11 @@
 """What every route of the service app shares, the API's and the pages': the app's parts, request
 parameters, and the one admin check.
 
-``create_app`` attaches the config, the searcher and the query log to the Flask app; routes reach
-them through :func:`current_config`, :func:`current_searcher` and :func:`current_query_log`, never by string keys.
+``create_app`` attaches the config, the searcher, the query log and the upload encoder to the Flask
+app; routes reach them through :func:`current_config`, :func:`current_searcher`,
+:func:`current_query_log` and :func:`current_encoder`, never by string keys. The searcher is a
+:class:`LiveSearcher`: a route that calls :func:`current_searcher` once gets one consistent set
+(model, index, store) for its whole request, even while a new build is swapped in.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from flask import Flask, abort, current_app, request, session
 
 from retrieval.core.config import Config
 from retrieval.core.params import parse_int
+from retrieval.service.batcher import ImageEncoder
 from retrieval.service.querylog import QueryLog
+from retrieval.service.reload import LiveSearcher
 from retrieval.service.search import Searcher
 
 _PARTS = "hashveil"
 
 
-def attach(app: Flask, cfg: Config, searcher: Searcher, query_log: QueryLog) -> None:
-    app.extensions[_PARTS] = {"config": cfg, "searcher": searcher, "query_log": query_log}
+def attach(
+    app: Flask, cfg: Config, searcher: LiveSearcher, query_log: QueryLog, encoder: ImageEncoder
+) -> None:
+    app.extensions[_PARTS] = {"config": cfg, "searcher": searcher, "query_log": query_log, "encoder": encoder}
 
 
 def current_config() -> Config:
@@ -30,11 +37,17 @@ def current_config() -> Config:
 
 
 def current_searcher() -> Searcher:
-    return current_app.extensions[_PARTS]["searcher"]
+    """The set to answer this request with (call it once per request)."""
+    return current_app.extensions[_PARTS]["searcher"].current()
 
 
 def current_query_log() -> QueryLog:
     return current_app.extensions[_PARTS]["query_log"]
+
+
+def current_encoder() -> ImageEncoder:
+    """The upload hasher: batches concurrent uploads through the searcher's model."""
+    return current_app.extensions[_PARTS]["encoder"]
 
 
 def int_param(

@@ -13,21 +13,25 @@ by id range until every piece holds fewer: large radii cost more calls but are n
 Every result list is sorted by (distance, id), so ties are broken by id exactly as in
 BinaryIndex, and results are identical to its flat kind (tests/test_milvus.py).
 
-pymilvus is imported on first use, so FAISS users need not install it.
+Consistency: scans and counts read at Strong level (the collection's); searches at Session
+level, which sees this process's writes and what the Strong fingerprint check at open saw. A
+served collection is never written again (index_builder.backends), so that is exact, without
+Strong's wait for the server's next time tick (200 ms apart by default) on every search.
+
+pymilvus is imported on first use (retrieval.service.milvus_client), so FAISS users need not
+install it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import warnings
-from pathlib import Path
 
 import numpy as np
 
 from retrieval.core.codes import check_bits
 from retrieval.service.backend import HammingSearch, Results
+from retrieval.service.milvus_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ TOPK_CAP = 16384  # Milvus's largest limit (topk) per query
 _QUERY_BATCH = 64  # queries per search call: at most 64 * TOPK_CAP hits in one reply
 _INSERT_BATCH = 20_000
 _ID, _CODE = "id", "code"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_SEARCH_CONSISTENCY = "Session"
 
 
 class MilvusIndex(HammingSearch):
@@ -50,6 +54,7 @@ class MilvusIndex(HammingSearch):
         self.collection = collection
         self.hash_bits = check_bits(hash_bits)
         self._bounds: tuple[int, int] | None = None  # (min id, max id), for splitting full pages
+        self._count: int | None = None  # ntotal; only this object writes while it is open
 
     @classmethod
     def create(
@@ -57,7 +62,7 @@ class MilvusIndex(HammingSearch):
     ) -> "MilvusIndex":
         """An empty collection; with ``replace`` an existing one of that name is dropped first."""
         check_bits(hash_bits)
-        client = _connect(uri, token, collection)
+        client = connect(uri, token, collection)
         from pymilvus import DataType
 
         if client.has_collection(collection):
@@ -77,7 +82,7 @@ class MilvusIndex(HammingSearch):
     @classmethod
     def open(cls, uri: str, collection: str, *, token: str = "") -> "MilvusIndex":
         """An existing collection written by :meth:`create`; ValueError says what is wrong with it."""
-        client = _connect(uri, token, collection)
+        client = connect(uri, token, collection)
         from pymilvus import DataType
 
         if not client.has_collection(collection):
@@ -98,18 +103,39 @@ class MilvusIndex(HammingSearch):
         client.load_collection(collection)
         return out
 
+    @classmethod
+    def open_or_create(cls, uri: str, collection: str, hash_bits: int, *, token: str = "") -> "MilvusIndex":
+        """The collection, created if missing; several processes may race to create it."""
+        check_bits(hash_bits)
+        try:
+            return cls.create(uri, collection, hash_bits, token=token)
+        except Exception:  # it exists, or another process created it first (a MilvusException)
+            index = cls.open(uri, collection, token=token)
+        if index.hash_bits != hash_bits:
+            index.close()
+            raise ValueError(
+                f"Milvus collection {collection!r} holds {index.hash_bits}-bit codes, not {hash_bits}"
+            )
+        return index
+
     @property
     def ntotal(self) -> int:
-        rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        if self._count is None:
+            rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+            self._count = int(rows[0]["count(*)"])
+        return self._count
 
-    def ids(self) -> np.ndarray:
-        """All stored ids in ascending order (Milvus keeps no insertion order). Shape: (ntotal,)."""
-        return self._scan(with_codes=False)[0]
+    def ids(self, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+        """Stored ids (with ``lo <= id <= hi`` when given) in ascending order. Shape: (m,)."""
+        return self._scan(with_codes=False, bounds=None if lo is None else (int(lo), int(hi)))[0]
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, code) in id order. Shape: (ntotal,) int64 and (ntotal, K/8) uint8."""
+        return self._scan(with_codes=True)
 
     def fingerprint(self) -> str:
         """sha256 over every (id, code) in id order, byte for byte as Store.fingerprint makes it."""
-        ids, codes = self._scan(with_codes=True)
+        ids, codes = self.items()
         h = hashlib.sha256()
         width = codes.shape[1].to_bytes(4, "little")
         for image_id, code in zip(ids.tolist(), codes):
@@ -120,19 +146,36 @@ class MilvusIndex(HammingSearch):
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
         """Add codes under the given ids; ids must be new and unique (Milvus would keep both)."""
         codes, ids = self._check_new(codes, ids)
-        for start in range(0, len(ids), _INSERT_BATCH):
-            stop = start + _INSERT_BATCH
-            self._client.insert(
-                self.collection,
-                [{_ID: i, _CODE: c.tobytes()} for i, c in zip(ids[start:stop].tolist(), codes[start:stop])],
-            )
-        self._client.flush(self.collection)
-        self._bounds = None
+        self._write(self._client.insert, codes, ids)
         log.info("added %d codes to Milvus collection %s", len(ids), self.collection)
+
+    def upsert(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Write codes under unique ids, replacing rows with the same id: safe to repeat.
+
+        For shard builds that may run twice over the same ids; a served collection is never upserted.
+        """
+        codes = self._check_codes(codes)
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape != (codes.shape[0],) or np.unique(ids).size != ids.size:
+            raise ValueError(f"ids must be {codes.shape[0]} unique ints; got shape {ids.shape}")
+        self._write(self._client.upsert, codes, ids)
+
+    def flush(self) -> None:
+        """Seal what was written into persisted segments: a build's last step (seconds on a server)."""
+        self._client.flush(self.collection)
 
     def close(self) -> None:
         """Release the connection (and, for Milvus Lite, the file)."""
         self._client.close()
+
+    def _write(self, call, codes: np.ndarray, ids: np.ndarray) -> None:
+        for start in range(0, len(ids), _INSERT_BATCH):
+            stop = start + _INSERT_BATCH
+            call(
+                self.collection,
+                [{_ID: i, _CODE: c.tobytes()} for i, c in zip(ids[start:stop].tolist(), codes[start:stop])],
+            )
+        self._bounds = self._count = None
 
     # Milvus mechanics below
 
@@ -153,6 +196,7 @@ class MilvusIndex(HammingSearch):
                 filter=where,
                 output_fields=[],
                 search_params={"metric_type": "HAMMING", "params": params},
+                consistency_level=_SEARCH_CONSISTENCY,
             )
             for found in hits:
                 out.append(
@@ -201,11 +245,14 @@ class MilvusIndex(HammingSearch):
             self._bounds = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
         return self._bounds
 
-    def _scan(self, *, with_codes: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Every (id, code) row, sorted by id. Shape: (n,) int64 and (n, K/8) uint8."""
+    def _scan(
+        self, *, with_codes: bool, bounds: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, code) row (lo <= id <= hi with bounds), sorted by id. Shape: (n,) int64, (n, K/8) uint8."""
         fields = [_ID, _CODE] if with_codes else [_ID]
+        where = "" if bounds is None else f"{_ID} >= {bounds[0]} and {_ID} <= {bounds[1]}"
         it = self._client.query_iterator(
-            self.collection, batch_size=TOPK_CAP, filter="", output_fields=fields
+            self.collection, batch_size=TOPK_CAP, filter=where, output_fields=fields
         )
         ids, codes = [], []
         try:
@@ -222,52 +269,6 @@ class MilvusIndex(HammingSearch):
         return ids_arr[order], (codes_arr[order] if with_codes else codes_arr)
 
 
-def resolve_uri(uri: str, work_dir: Path) -> str:
-    """Config's milvus_uri -> a client uri: "" = a Milvus Lite file in work_dir/index; a relative
-    ``*.db`` path is relative to work_dir; ``http(s)://`` (a server or cluster) is kept as it is."""
-    if "://" in uri:
-        if not uri.startswith(("http://", "https://")):
-            raise ValueError(f"milvus_uri must be http(s)://host:port or a local *.db path; got {uri!r}")
-        return uri
-    path = Path(uri) if uri else Path("index") / "codes.milvus.db"
-    if path.suffix != ".db":
-        raise ValueError(f"a Milvus Lite path must end in .db; got {uri!r}")
-    return str(path if path.is_absolute() else (Path(work_dir) / path).resolve())
-
-
-def check_collection_name(name: str) -> str:
-    """Milvus's rule: a letter or underscore, then letters, digits or underscores (255 at most)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"Milvus collection name must match {_NAME.pattern}; got {name!r}")
-    return name
-
-
 def _row_code(value) -> bytes:
     """pymilvus returns a BINARY_VECTOR as bytes, or as a list holding one bytes object."""
     return bytes(value[0]) if isinstance(value, list) else bytes(value)
-
-
-class _QuietMvcc(logging.Filter):
-    """Drops pymilvus's warning that Milvus Lite gives its iterators no server timestamp:
-    harmless here, as every collection is created with Strong consistency."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "mvccTs" not in record.getMessage()
-
-
-def _connect(uri: str, token: str, collection: str):
-    check_collection_name(collection)
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise ModuleNotFoundError(
-            "index backend 'milvus' needs pymilvus and milvus-lite: pip install 'hashveil[milvus]'"
-        ) from None
-    if "://" not in uri:
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    iterator_log = logging.getLogger("pymilvus.orm.iterator")
-    if _QuietMvcc not in map(type, iterator_log.filters):
-        iterator_log.addFilter(_QuietMvcc())
-    with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, which warns
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        return MilvusClient(uri=uri, token=token)

@@ -1,11 +1,17 @@
 """The store's tables (SQLAlchemy 2.x models) and the frozen rows that leave the store, with the
-checks both databases (SQLite, PostgreSQL) need before a value is written."""
+checks both databases (SQLite, PostgreSQL) need before a value is written.
+
+A logged query keeps its whole result (the audit replays it) as one packed array of ids: a width
+byte (4: little-endian uint32, 8: int64) and the ids in result order; 2,000 ids take 8 KB. Stores
+written before kept a JSON list of ids in that column, which still reads (see :func:`unpack_ids`).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Sequence
 
 import numpy as np
 from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text
@@ -48,7 +54,7 @@ class QueryLogRecord(Base):
     code: Mapped[bytes] = mapped_column(LargeBinary)
     radius: Mapped[int] = mapped_column(Integer)
     k: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    result_ids: Mapped[str] = mapped_column(Text)  # JSON list of ids
+    result_ids: Mapped[bytes] = mapped_column(LargeBinary)  # pack_ids(); a JSON list in older stores
     upload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     upload_type: Mapped[str] = mapped_column(String(16))
     remote_addr: Mapped[str | None] = mapped_column(String(ADDR_CHARS), nullable=True)
@@ -76,6 +82,63 @@ class QueryLogRow:
     upload: bytes | None
     upload_type: str
     remote_addr: str | None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One query to log, checked by :func:`log_values` before it joins a group commit."""
+
+    code: bytes
+    radius: int
+    k: int | None
+    result_ids: np.ndarray  # (m,) int64, the whole result in order
+    upload: bytes | None
+    upload_type: str
+    remote_addr: str | None
+    created_at: datetime  # timezone-aware
+
+
+def pack_ids(ids: Sequence[int] | np.ndarray) -> bytes:
+    """Ids as one packed array: uint32 when all fit, else int64, after a width byte."""
+    arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if arr.size == 0 or (arr.min() >= 0 and arr.max() < 2**32):
+        return b"\x04" + arr.astype("<u4").tobytes()
+    return b"\x08" + arr.astype("<i8").tobytes()
+
+
+def unpack_ids(stored: bytes | str) -> tuple[int, ...]:
+    """The ids of :func:`pack_ids`, or of the JSON list that stores before it kept."""
+    if isinstance(stored, str):  # SQLite hands back the TEXT of a row written before
+        return tuple(json.loads(stored))
+    stored = bytes(stored)
+    if stored[:1] == b"[":  # PostgreSQL: the JSON text, converted to bytea by Store.upgrade()
+        return tuple(json.loads(stored))
+    width = stored[:1]
+    if width not in (b"\x04", b"\x08") or (len(stored) - 1) % stored[0]:
+        raise ValueError(f"stored result ids are not a packed id array (starts {stored[:8]!r})")
+    return tuple(np.frombuffer(stored, "<u4" if width == b"\x04" else "<i8", offset=1).tolist())
+
+
+def log_values(entry: LogEntry) -> dict:
+    """The column values of one log row, checked alike for both databases."""
+    if entry.upload_type not in UPLOAD_TYPES:
+        raise ValueError(f"upload_type must be one of {UPLOAD_TYPES}; got {entry.upload_type!r}")
+    if entry.upload is not None and len(entry.upload) > MAX_BLOB_BYTES:
+        raise ValueError(
+            f"upload of {len(entry.upload)} bytes is larger than the store's {MAX_BLOB_BYTES}-byte limit"
+        )
+    if entry.remote_addr is not None:
+        check_text("remote_addr", entry.remote_addr, ADDR_CHARS)
+    return {
+        "created_at": as_utc(entry.created_at),
+        "code": bytes(entry.code),
+        "radius": int(entry.radius),
+        "k": None if entry.k is None else int(entry.k),
+        "result_ids": pack_ids(as_id_array(entry.result_ids)),
+        "upload": None if entry.upload is None else bytes(entry.upload),
+        "upload_type": entry.upload_type,
+        "remote_addr": entry.remote_addr,
+    }
 
 
 def check_text(what: str, value: object, max_chars: int) -> None:
@@ -115,7 +178,7 @@ def log_row(rec: QueryLogRecord) -> QueryLogRow:
         bytes(rec.code),
         rec.radius,
         rec.k,
-        tuple(json.loads(rec.result_ids)),
+        unpack_ids(rec.result_ids),
         None if rec.upload is None else bytes(rec.upload),
         rec.upload_type,
         rec.remote_addr,
@@ -127,6 +190,21 @@ def as_utc(when: datetime) -> datetime:
     if not isinstance(when, datetime) or when.tzinfo is None:
         raise ValueError(f"query-log times must be timezone-aware datetimes; got {when!r}")
     return when.astimezone(timezone.utc)
+
+
+def as_id_array(ids: object) -> np.ndarray:
+    """A 1-D int64 array of ids; TypeError for anything but integers (bools included)."""
+    try:
+        arr = np.asarray(ids)
+    except OverflowError:
+        raise ValueError("image ids must fit in 64 bits") from None
+    if arr.size == 0:
+        return np.empty(0, np.int64)
+    if arr.ndim != 1 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"result ids must be a 1-D sequence of ints; got {arr.dtype} of shape {arr.shape}")
+    if arr.dtype == np.uint64 and arr.max() > ID_RANGE[1]:
+        raise ValueError(f"image ids must fit in 64 bits; got {int(arr.max())}")
+    return arr.astype(np.int64, copy=False)
 
 
 def as_id(value: object) -> int:

@@ -1,8 +1,8 @@
-"""Searcher: an image or a code -> the index -> the store -> hits.
+"""Searcher: an image or a code -> the index -> results with their labels.
 
-The one object the server holds. It owns the model, the index and the store of one verified
-set (see retrieval.service.manifest) and turns index ids into rows; it never builds a file path from
-anything but a stored id.
+The one object the server holds. It owns the model, the index, the store and the items' labels
+(retrieval.service.labels) of one verified set (see retrieval.service.manifest); it never builds
+a file path from anything but a stored id.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import torch
 from retrieval.core.codes import as_codes
 from retrieval.core.config import Config
 from retrieval.core.model import HashNet, ModelCard, load_checkpoint, resolve_device
+from retrieval.service.backend import check_int
 from retrieval.service.index import BinaryIndex
+from retrieval.service.labels import LabelTable
 from retrieval.service.manifest import MANIFEST_FILE, Manifest, read_manifest, verify
 from retrieval.service.milvus_index import MilvusIndex
 from retrieval.service.store import Store
@@ -31,7 +33,21 @@ class Hit:
     id: int
     distance: int
     labels: tuple[str, ...]
-    path: str  # relative to the searcher's image_root
+
+
+@dataclass(frozen=True)
+class Result:
+    """One query's whole result, nearest first, ties by id: what is logged and paged through.
+
+    Shape: ids (m,) int64, distances (m,) int64.
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+    within_radius: int  # items within the radius; m is this cut to k when k was given
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
 
 
 class Searcher:
@@ -44,7 +60,9 @@ class Searcher:
         index: BinaryIndex | MilvusIndex,
         store: Store,
         image_root: Path,
+        labels: LabelTable | None = None,
     ) -> None:
+        """``labels`` defaults to the store's, read now (a full pass over its images)."""
         if not model.hash_bits == card.hash_bits == index.hash_bits:
             raise ValueError(
                 f"code lengths disagree: model {model.hash_bits}, card {card.hash_bits}, "
@@ -55,11 +73,33 @@ class Searcher:
         self.index = index
         self.store = store
         self.image_root = Path(image_root).resolve()
+        self.labels = LabelTable.load(store) if labels is None else labels
         self._model_lock = threading.Lock()
 
     @property
     def hash_bits(self) -> int:
         return self.index.hash_bits
+
+    def results(self, codes: np.ndarray, radius: int, k: int | None = None) -> list[Result]:
+        """Each code's items within ``radius`` (inclusive), cut to the k nearest when k is given.
+
+        Shape: codes (n, K/8) uint8.
+        """
+        if k is not None:
+            check_int("k", k, 1, 2**31 - 1)
+        out = []
+        for ids, dist in self.index.range_search(codes, radius):
+            within = int(ids.size)
+            if k is not None:
+                ids, dist = ids[:k], dist[:k]
+            out.append(Result(ids, dist, within))
+        return out
+
+    def hits(self, ids: np.ndarray, distances: np.ndarray) -> list[Hit]:
+        return [
+            Hit(i, d, tuple(labels))
+            for i, d, labels in zip(ids.tolist(), distances.tolist(), self.labels.labels(ids))
+        ]
 
     def search_code(self, code: np.ndarray, radius: int, k: int | None = None) -> list[Hit]:
         """Hits within ``radius`` (inclusive) of one packed code, nearest first, ties by id.
@@ -72,7 +112,8 @@ class Searcher:
         code = as_codes(code)
         if code.shape[0] != 1:
             raise ValueError(f"search_code takes one code; got shape {code.shape}")
-        return self._hits(*self.index.search(code, radius, k)[0])
+        (result,) = self.results(code, radius, k)
+        return self.hits(result.ids, result.distances)
 
     def search_images(
         self, images: torch.Tensor, radius: int, k: int | None = None
@@ -82,10 +123,10 @@ class Searcher:
         Shape: images (n, 3, H, W) float in [0, 1] -> codes (n, K/8) uint8 and n hit lists.
         """
         codes = self.encode(images)
-        return codes, [self._hits(ids, dist) for ids, dist in self.index.search(codes, radius, k)]
+        return codes, [self.hits(r.ids, r.distances) for r in self.results(codes, radius, k)]
 
-    def encode(self, images: torch.Tensor) -> np.ndarray:
-        """Packed codes of pixel images, in eval mode under a lock (one inference at a time)."""
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Checked pixel images at the model's input size, as :meth:`encode` takes them in batches."""
         if not isinstance(images, torch.Tensor) or not images.is_floating_point():
             raise TypeError(
                 f"images must be a float tensor; got {type(images).__name__} {getattr(images, 'dtype', '')}"
@@ -95,11 +136,16 @@ class Searcher:
         lo, hi = float(images.min()), float(images.max())
         if not (0 <= lo and hi <= 1):  # also refuses NaN
             raise ValueError(f"pixels must be in [0, 1]; got values in [{lo:.3g}, {hi:.3g}]")
-        device = next(self.model.parameters()).device
+        return self.model.resize(images)
+
+    def encode(self, images: torch.Tensor) -> np.ndarray:
+        """Packed codes of pixel images, one inference at a time; a code does not depend on the
+        other images of the batch (HashNet.relaxed)."""
+        images = self.prepare(images)
         with self._model_lock, torch.inference_mode():
             if self.model.training:
                 self.model.eval()
-            return self.model.encode(images.to(device))
+            return self.model.encode(images)
 
     def image_path(self, image_id: int) -> Path:
         """The file of a database image, by id only; KeyError for ids not in the store."""
@@ -112,16 +158,6 @@ class Searcher:
         if not path.is_relative_to(self.image_root):
             raise ValueError(f"stored path of image {image_id} leaves the image root: {row.path!r}")
         return path
-
-    def _hits(self, ids: np.ndarray, dist: np.ndarray) -> list[Hit]:
-        rows = self.store.images(ids.tolist())
-        missing = [i for i in ids.tolist() if i not in rows]
-        if missing:
-            raise RuntimeError(f"index ids {missing[:5]} are not in the store; rebuild the index")
-        return [
-            Hit(int(i), int(d), rows[int(i)].labels, rows[int(i)].path)
-            for i, d in zip(ids.tolist(), dist.tolist())
-        ]
 
 
 def open_searcher(cfg: Config) -> Searcher:

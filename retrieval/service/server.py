@@ -15,11 +15,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, Response, abort, jsonify, request, send_file, url_for
 from werkzeug.exceptions import HTTPException
 
 from retrieval.core.codes import parse, to_hex
-from retrieval.core.config import Config
+from retrieval.core.config import MAX_ANCHOR_POOL, Config, PrivacyConfig
 from retrieval.core.imaging import (
     THUMB_MAX,
     THUMB_MIN,
@@ -30,24 +31,30 @@ from retrieval.core.imaging import (
     to_tensor,
 )
 from retrieval.core.model import WEIGHTS_FILE
+from retrieval.service.anchors import anchor_pool_body
+from retrieval.service.batcher import ImageEncoder
 from retrieval.service.http import (
     attach,
     current_config,
+    current_encoder,
     current_query_log,
     current_searcher,
     int_param,
     require_admin,
 )
+from retrieval.service.labels import LabelTable
 from retrieval.service.querylog import QueryLog
-from retrieval.service.search import Hit, Searcher, open_searcher
+from retrieval.service.reload import LiveSearcher
+from retrieval.service.search import Result, Searcher, open_searcher
+from retrieval.websecurity import secure_app, server_host_rule
 
 log = logging.getLogger(__name__)
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
-DEFAULT_ANCHORS = 9
-MAX_ANCHORS = 100
+DEFAULT_POOL = PrivacyConfig().anchor_pool
 MAX_ID = 2**63 - 1  # ids are SQL BIGINTs; a larger id in a URL is a 404, not an overflow
+MAX_OFFSET = 2**31 - 1
 
 
 def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
@@ -55,12 +62,27 @@ def create_app(cfg: Config, searcher: Searcher | None = None) -> Flask:
     searcher = open_searcher(cfg) if searcher is None else searcher
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg.server.max_upload_mb * 1024 * 1024)
+    searcher.store.upgrade()
     qlog = QueryLog(searcher.store, cfg.server.log_retention_days)
-    attach(app, cfg, searcher, qlog)
+    encoder = ImageEncoder(cfg.server.batch_max, cfg.server.batch_wait_ms, searcher.model)
+    attach(app, cfg, LiveSearcher(cfg, searcher), qlog, encoder)  # switches to new builds as they complete
+    secure_app(app, server_host_rule(cfg.server.host, cfg.server.allowed_hosts))
     qlog.prune()  # rows past their retention go at start, then at most hourly while serving
     app.register_blueprint(api)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def wsgi_body_limit(cfg: Config) -> int:
+    """Bytes the WSGI server reads before it refuses a request by itself.
+
+    Bodies over ``server.max_upload_mb`` get this app's JSON 413, JSON bodies as uploads, but only if
+    the WSGI server hands them over: waitress answers a body over its own limit in plain text,
+    before reading it, and a client still sending sees a connection reset. So its limit sits far
+    above the app's: 4x, and at least 64 MB more.
+    """
+    limit = int(cfg.server.max_upload_mb * 2**20)
+    return max(4 * limit, limit + 64 * 2**20)
 
 
 # errors
@@ -105,13 +127,27 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {
-        "id": hit.id,
-        "distance": hit.distance,
-        "labels": list(hit.labels),
-        "image_url": url_for("api.image", image_id=hit.id),
-    }
+def _answer(
+    labels: LabelTable, code: np.ndarray, radius: int, k: int | None, result: Result, offset: int, limit: int
+) -> Response:
+    """The whole result's size and label votes, and one page of its hits (labels of ``labels``)."""
+    ids, dist = result.ids[offset : offset + limit], result.distances[offset : offset + limit]
+    image_url = url_for("api.image", image_id=0)[:-1]  # "/api/images/", under any script root
+    hits = [
+        {"id": i, "distance": d, "labels": names, "image_url": f"{image_url}{i}"}
+        for i, d, names in zip(ids.tolist(), dist.tolist(), labels.labels(ids))
+    ]
+    return jsonify(
+        code=to_hex(code),
+        radius=radius,
+        k=k,
+        count=len(result),
+        within_radius=result.within_radius,
+        label_votes=labels.votes(result.ids),
+        offset=offset,
+        limit=limit,
+        results=hits,
+    )
 
 
 # views
@@ -119,36 +155,39 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 
 @api.post("/search")
 def search() -> Response:
-    """Search by an uploaded image (multipart field ``image``) or by a code (JSON ``code``)."""
+    """Search by an uploaded image (multipart field ``image``) or by a code (JSON ``code``).
+
+    The answer carries the whole result's size and label votes and one page of it (``offset``,
+    ``limit``); the query log keeps the whole result. Later pages: send the answer's code.
+    """
     s, cfg = current_searcher(), current_config()
     body = _json_body()
     radius = int_param("radius", cfg.server.radius, 0, s.hash_bits, body)
     k = int_param("k", None, 1, cfg.server.max_k, body)
+    limit = int_param("limit", min(cfg.server.page_size, cfg.server.max_k), 0, cfg.server.max_k, body)
+    offset = int_param("offset", 0, 0, MAX_OFFSET, body)
     upload = request.files.get("image")
     if upload is not None:
         data: bytes | None = upload.read()
-        tensor = to_tensor(decode_image(data))[None]
-        codes, hit_lists = s.search_images(tensor, radius, k)
-        code, hits, upload_type = codes[0], hit_lists[0], "image"
+        code = current_encoder()(s, s.prepare(to_tensor(decode_image(data))[None]))
+        upload_type = "image"
     else:
         text = body.get("code", request.form.get("code"))
         if text is None:
             raise ValueError('send an image as multipart field \'image\', or JSON {"code": "<hex>"}')
         data, upload_type = None, "code"
         code = parse(text, s.hash_bits)[0]
-        hits = s.search_code(code, radius, k)
+    (result,) = s.results(code[None], radius, k)
     current_query_log().record(
         code=code.tobytes(),
         radius=radius,
         k=k,
-        result_ids=[h.id for h in hits],
+        result_ids=result.ids,
         upload=data,
         upload_type=upload_type,
         remote_addr=request.remote_addr,
     )
-    return jsonify(
-        code=to_hex(code), radius=radius, k=k, count=len(hits), results=[_hit_json(h) for h in hits]
-    )
+    return _answer(s.labels, code, radius, k, result, offset, limit)
 
 
 @api.get(f"/images/<int(max={MAX_ID}):image_id>")
@@ -193,19 +232,15 @@ def model_weights() -> Response:
     return resp
 
 
-@api.get("/anchors")
-def anchors() -> Response:
-    """Ids and codes (never images) of n database items with a label, for target codes."""
-    store = current_searcher().store
-    label = request.args.get("label", "")
-    if not label:
-        raise ValueError("query arg 'label' is required")
-    n = int_param("n", DEFAULT_ANCHORS, 1, MAX_ANCHORS)
-    seed = int_param("seed", 0, 0, 2**32 - 1)
-    if label not in store.label_names():
-        abort(404, f"unknown label {label!r}")
-    ids, codes = store.codes_with_label(label, n, seed)
-    return jsonify(label=label, seed=seed, count=len(ids), ids=ids.tolist(), codes=[to_hex(c) for c in codes])
+@api.get("/anchors/pool")
+def anchor_pool() -> Response:
+    """Codes (never images) of up to ``per_label`` items of every label, the label counts and the
+    default radius: what the privacy client draws its targets from, fetched once and cached.
+
+    The request is the same for every client, so it tells the server nothing about a target.
+    """
+    per_label = int_param("per_label", DEFAULT_POOL, 1, MAX_ANCHOR_POOL)
+    return jsonify(anchor_pool_body(current_searcher().store, per_label, current_config().server.radius))
 
 
 @api.get("/labels")

@@ -20,28 +20,29 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, insert, make_url, select
+from sqlalchemy import text as sql
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from retrieval.service.records import (
-    ADDR_CHARS,
     LABEL_CHARS,
-    MAX_BLOB_BYTES,
     PATH_CHARS,
     SPLIT_CHARS,
-    UPLOAD_TYPES,
     Base,
     ImageRecord,
     ImageRow,
     LabelRecord,
+    LogEntry,
     QueryLogRecord,
     QueryLogRow,
     as_id,
+    as_id_array,
     as_utc,
     check_text,
     image_row,
     image_values,
     log_row,
+    log_values,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Store:
         if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
             Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         Base.metadata.create_all(self.engine)
+        self.upgrade()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -93,6 +95,21 @@ class Store:
                 s.execute(insert(ImageRecord), [image_values(r) for r in batch])
                 count += len(batch)
         log.info("stored %d images with %d labels", count, len(names))
+        return count
+
+    def change_images(self, added: Sequence[ImageRow], removed: Sequence[int]) -> int:
+        """Insert ``added`` and delete the ids ``removed`` in one transaction (``hashveil add`` /
+        ``remove``); returns the new count. Added rows are checked as in :meth:`replace_images`."""
+        gone = [as_id(i) for i in removed]
+        with self._session() as s, s.begin():
+            known = set(s.scalars(select(LabelRecord.name)))
+            _check_rows(list(added), known, None)
+            for start in range(0, len(gone), _IN_CHUNK):
+                s.execute(delete(ImageRecord).where(ImageRecord.id.in_(gone[start : start + _IN_CHUNK])))
+            if added:
+                s.execute(insert(ImageRecord), [image_values(r) for r in added])
+            count = int(s.scalar(select(func.count()).select_from(ImageRecord)))
+        log.info("added %d and removed %d images; %d stored", len(added), len(gone), count)
         return count
 
     def images(self, ids: Iterable[int]) -> dict[int, ImageRow]:
@@ -155,20 +172,33 @@ class Store:
         codes = np.frombuffer(b"".join(bytes(found[p][1]) for p in pick), dtype=np.uint8)
         return ids, codes.reshape(len(pick), width).copy()
 
-    def fingerprint(self) -> str:
-        """sha256 over every (id, code) in id order: changes whenever any code or id does."""
-        h = hashlib.sha256()
+    def label_sets(self) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """Every image's id and label set (the JSON text), in id order, in pages of BATCH rows."""
         last = None
         with self._session() as s, s.begin():
             while True:  # keyset pages: bounded memory on any backend
-                q = select(ImageRecord.id, ImageRecord.code).order_by(ImageRecord.id).limit(BATCH)
+                q = select(ImageRecord.id, ImageRecord.labels).order_by(ImageRecord.id).limit(BATCH)
                 page = s.execute(q if last is None else q.where(ImageRecord.id > last)).all()
-                for image_id, code in page:
-                    h.update(int(image_id).to_bytes(8, "little", signed=True))
-                    h.update(len(code).to_bytes(4, "little") + bytes(code))
+                if page:
+                    yield np.array([r[0] for r in page], np.int64), [r[1] for r in page]
                 if len(page) < BATCH:
-                    return h.hexdigest()
+                    return
                 last = page[-1][0]
+
+    def fingerprint(self) -> str:
+        """sha256 over every (id, code) in id order: changes whenever any code or id does."""
+        with self._session() as s, s.begin():
+            return fingerprint_of(self._id_codes(s))
+
+    def _id_codes(self, s) -> Iterator[tuple[int, bytes]]:
+        last = None
+        while True:  # keyset pages: bounded memory on any backend
+            q = select(ImageRecord.id, ImageRecord.code).order_by(ImageRecord.id).limit(BATCH)
+            page = s.execute(q if last is None else q.where(ImageRecord.id > last)).all()
+            yield from page
+            if len(page) < BATCH:
+                return
+            last = page[-1][0]
 
     def log_query(
         self,
@@ -176,39 +206,63 @@ class Store:
         code: bytes,
         radius: int,
         k: int | None,
-        result_ids: Sequence[int],
+        result_ids: Sequence[int] | np.ndarray,
         upload: bytes | None,
         upload_type: str,
         remote_addr: str | None,
         created_at: datetime | None = None,
     ) -> int:
-        """Record one query (uploaded bytes as received); returns the log row's id.
+        """Record one query (uploaded bytes as received, the whole result); returns the log row's id.
 
         ``created_at`` (timezone-aware) defaults to now; retention is judged by it.
         """
-        if upload_type not in UPLOAD_TYPES:
-            raise ValueError(f"upload_type must be one of {UPLOAD_TYPES}; got {upload_type!r}")
-        created_at = datetime.now(timezone.utc) if created_at is None else as_utc(created_at)
-        if upload is not None and len(upload) > MAX_BLOB_BYTES:
-            raise ValueError(
-                f"upload of {len(upload)} bytes is larger than the store's {MAX_BLOB_BYTES}-byte limit"
-            )
-        if remote_addr is not None:
-            check_text("remote_addr", remote_addr, ADDR_CHARS)
-        rec = QueryLogRecord(
-            created_at=created_at,
-            code=bytes(code),
-            radius=int(radius),
-            k=None if k is None else int(k),
-            result_ids=json.dumps([int(i) for i in result_ids]),
-            upload=None if upload is None else bytes(upload),
+        entry = LogEntry(
+            code=code,
+            radius=radius,
+            k=k,
+            result_ids=as_id_array(result_ids),
+            upload=upload,
             upload_type=upload_type,
             remote_addr=remote_addr,
+            created_at=datetime.now(timezone.utc) if created_at is None else created_at,
         )
+        return self.log_queries([log_values(entry)])[0]
+
+    def log_queries(self, rows: Sequence[dict]) -> list[int]:
+        """Insert checked rows (:func:`records.log_values`) in one transaction; their ids, in order.
+
+        The query log's group commit: concurrent requests pay for one commit between them.
+        """
+        recs = [QueryLogRecord(**values) for values in rows]
         with self._session() as s, s.begin():
-            s.add(rec)
+            s.add_all(recs)
             s.flush()
-            return int(rec.id)
+            return [int(r.id) for r in recs]
+
+    def upgrade(self) -> None:
+        """Bring a store written by an older hashveil up to this one's tables, keeping its rows.
+
+        The query log's ``result_ids`` was a JSON text column and is now a packed id array:
+        PostgreSQL converts the column to bytea in place (old rows stay readable JSON bytes);
+        SQLite stores either in the column as it is.
+        """
+        if self.url.get_backend_name() != "postgresql":
+            return
+        with self.engine.begin() as conn:
+            kind = conn.execute(
+                sql(
+                    "SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND table_name = 'query_log' AND column_name = 'result_ids'"
+                )
+            ).scalar()
+            if kind == "text":
+                conn.execute(
+                    sql(
+                        "ALTER TABLE query_log ALTER COLUMN result_ids TYPE bytea "
+                        "USING convert_to(result_ids, 'UTF8')"
+                    )
+                )
+                log.info("upgraded query_log.result_ids in %r from JSON text to packed ids", self)
 
     def prune_query_log(self, before: datetime) -> int:
         """Delete every logged query created before ``before`` in one transaction; returns the count."""
@@ -245,6 +299,15 @@ class Store:
         if row.upload is None:
             raise KeyError(f"logged query {query_id} was a code query: it has no upload")
         return row.upload
+
+
+def fingerprint_of(rows: Iterable[tuple[int, bytes]]) -> str:
+    """:meth:`Store.fingerprint` of (id, code) pairs given in id order, e.g. to predict it before a change."""
+    h = hashlib.sha256()
+    for image_id, code in rows:
+        h.update(int(image_id).to_bytes(8, "little", signed=True))
+        h.update(len(code).to_bytes(4, "little") + bytes(code))
+    return h.hexdigest()
 
 
 def _make_engine(url: str):

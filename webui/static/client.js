@@ -70,14 +70,43 @@
     $("m-iterations").textContent = r.iterations + " of " + r.steps;
     $("m-distance").textContent = r.distance + (r.reached ? " (reached)" : "");
     $("m-target").textContent = r.target_label ? "label " + r.target_label : status.mode;
+    $("m-randomness").textContent = r.randomness === "seed" ? "a fixed seed (repeatable, predictable)" : "fresh OS entropy";
     $("original-code").textContent = r.original_code;
     $("original-label").textContent = r.original_likely_label || "none";
     $("protected-code").textContent = r.code;
     $("protected-label").textContent = r.protected_likely_label || "none";
     $("send-bytes").textContent = r.sent_bytes;
+    const kb = (n) => (n / 1000).toFixed(n < 10000 ? 1 : 0) + " KB";
+    $("m-file").textContent = r.format.toUpperCase() + (r.quality ? " q" + r.quality : "") + ", " +
+      kb(r.sent_bytes) + " (your file: " + kb(r.original_bytes) + ")";
+    $("m-file-check").textContent = r.file_at_target ? "at the target" : r.distance === 0 ?
+      "NOT at the target after encoding: Hamming " + r.file_distance + " (PNG keeps it exactly)" :
+      "Hamming " + r.file_distance + " to the target (" + r.distance + " before encoding)";
+    showExposure(status.mode, r.server_views);
     drawCurve($("curve"), r.trace);
     $("outcome").hidden = false;
     $("outcome-title").scrollIntoView({ block: "start" });
+  }
+
+  // Before sending: what the server's model infers after each re-encoding (computed here), and the
+  // benchmark's rows for this mode (rendered by the page, one set per mode).
+  function showExposure(mode, views) {
+    const cell = (text, cls) => {
+      const td = document.createElement("td");
+      td.textContent = text || "none";
+      if (cls) td.className = cls;
+      return td;
+    };
+    $("server-views").tBodies[0].replaceChildren(...views.map((v) => {
+      const tr = document.createElement("tr");
+      tr.dataset.view = v.view;
+      tr.append(cell(v.description), cell(v.original), cell(v.protected, v.protected === v.original ? "inferred" : ""));
+      return tr;
+    }));
+    const ladder = $("ladder-section");
+    if (!ladder) return;
+    $("ladder-mode").textContent = mode;
+    ladder.querySelectorAll("[data-mode]").forEach((el) => { el.hidden = el.dataset.mode !== mode; });
   }
 
   // Hamming distance per iteration as an inline SVG line chart.
@@ -121,7 +150,8 @@
       const data = new FormData($("send-form"));
       if (!data.get("k")) data.delete("k");
       const body = await hashveil.fetchJSON(current.send_url, { method: "POST", body: data });
-      $("result-count").textContent = body.count;
+      $("result-count").textContent = body.count +
+        (body.results.length < body.count ? " (the nearest " + body.results.length + " shown)" : "");
       $("result-label").textContent = body.inferred_label || "none (nothing retrieved)";
       hashveil.renderHits($("hits"), body.results, (hit) => hit.thumb_url);
       $("results").hidden = false;
