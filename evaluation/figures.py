@@ -1,4 +1,4 @@
-"""Figures 2-4 of Huang et al. 2022: convergence, image quality versus privacy, Grad-CAM."""
+"""Figures 3-4 of Huang et al. 2022: image quality versus privacy, Grad-CAM (Figure 2: convergence.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.bench import Workbench, make_attack_for, open_workbench
+from evaluation.bench import Workbench, open_workbench
 from evaluation.gradcam import cam_correlation, cam_entropy, grad_cam, overlay
 from evaluation.obfuscation import OBFUSCATIONS, gaussian_noise
 from evaluation.options import EvalOptions
+from evaluation.protocol import make_attack_for
 from evaluation.report import (
     PAPER_FIGURE3,
     Written,
@@ -23,6 +24,7 @@ from evaluation.report import (
     write_csv,
     write_markdown,
 )
+from privacy.attacks.base import budget_levels
 from privacy.metrics import psnr
 from retrieval.core.codes import hamming
 from retrieval.core.config import Config
@@ -52,86 +54,11 @@ def _encode(wb: Workbench, bits: int, x: torch.Tensor) -> np.ndarray:
     return np.concatenate([model.encode(b.to(wb.device)) for b in x.split(wb.options.batch_size)])
 
 
-def figure2(
-    cfg: Config, out_dir: Path, options: EvalOptions | None = None, *, workbench: Workbench | None = None
-) -> Written:
-    """Figure 2: mean Hamming distance to the P2S target per iteration, RNM versus Tanh.
-
-    Every method runs the Tanh horizon (``tanh_steps``, the paper's 2000) with early stop; an
-    image that reaches its target keeps its final distance (0) for the remaining iterations.
-    """
-    wb, out = open_workbench(cfg, out_dir, options, workbench)
-    steps, variant = wb.options.tanh_steps, cfg.privacy.rnm_variant
-    n = min(wb.options.figure2_queries, len(wb.sample().index))
-    runs = [(f"RNM ({variant})", "rnm")] + (
-        [("RNM (literal)", "rnm-literal")] if variant != "literal" else []
-    )
-    runs.append(("Tanh", "tanh"))
-    bits_list = wb.options.resolved_bits(cfg)
-    rows, summary, curves = [], [], {}
-    for bits in tqdm(bits_list, desc="figure 2", unit="bit length"):
-        for label, method in runs:
-            o = wb.protect(bits, method, "p2s", wb.eps, steps=steps, queries=n)
-            mean = o.trace.mean(axis=1)
-            curves[bits, label] = mean
-            rows += [
-                {"bits": bits, "method": label, "iteration": i, "mean_distance": float(d)}
-                for i, d in enumerate(mean)
-            ]
-            its = o.iterations[o.reached]
-            summary.append(
-                (
-                    bits,
-                    label,
-                    *(f"{mean[min(k, steps)]:.2f}" for k in (0, 10, 100)),
-                    f"{mean[-1]:.2f}",
-                    f"{o.reached.mean():.0%}",
-                    f"{np.median(its):.0f}" if its.size else "-",
-                )
-            )
-    table = markdown_table(
-        [
-            "Bits",
-            "Method",
-            "At 0",
-            "At 10",
-            "At 100",
-            "Final",
-            "Reached target",
-            "Median iterations (reached)",
-        ],
-        summary,
-    )
-    md = write_markdown(
-        out / "figure2.md",
-        "Figure 2: mean Hamming distance to the target per iteration",
-        table,
-        [
-            f"{n} queries, P2S targets, eps {wb.eps * 255:.1f}/255, {steps} iterations for "
-            "every method, early stop with the trace held at the final distance.",
-            "Paper: RNM reaches the target within about 100 iterations; Tanh needs "
-            "the full 2000 (Figure 2, no table of values).",
-        ],
-    )
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(bits_list), figsize=(3.6 * len(bits_list), 3.2), squeeze=False)
-    for ax, bits in zip(axes[0], bits_list):
-        for label, _ in runs:
-            ax.plot(np.arange(steps + 1), curves[bits, label], label=label)
-        ax.set(xscale="symlog", xlabel="iteration", ylabel="mean Hamming distance", title=f"{bits} bits")
-        ax.set_ylim(bottom=0)
-    axes[0][0].legend(fontsize=7)
-    save_figure(fig, out / "figure2.png")
-    return Written(
-        "figure2", md, [write_csv(out / "figure2.csv", rows), out / "figure2.md", out / "figure2.png"]
-    )
-
-
 def figure3(
     cfg: Config, out_dir: Path, options: EvalOptions | None = None, *, workbench: Workbench | None = None
 ) -> Written:
     """Figure 3: PSNR and MAP (own labels) of obfuscations and of adversarial protection."""
-    wb, out = open_workbench(cfg, out_dir, options, workbench)
+    wb, out = open_workbench(cfg, out_dir, options, workbench, "figure3")
     bits = cfg.model.hash_bits
     bench = wb.bench(bits)
     x = bench.images
@@ -195,8 +122,12 @@ def figure3(
         f"Figure 3: image quality versus privacy ({bits} bits)",
         table,
         [
+            wb.provenance(),
             "Strength: mosaic block (pixels), brightness factor, transparency alpha, noise sigma, blur "
             "sigma (pixels), adversarial eps (pixels). Every image is rounded to 8 bits, as uploaded.",
+            "Budget actually used by the adversarial rows (whole grey levels, rounded down): "
+            + ", ".join(f"eps {e:g} = {budget_levels(e)}/255" for e in wb.options.figure3_eps)
+            + ".",
             "MAP against each query's own labels: lower protects more. The paper does not give the "
             "strengths of its traditional methods; its one point per method is shown beside every strength.",
             f"Adversarial = RNM ('{cfg.privacy.rnm_variant}') toward the P2S anchor of another label, "
@@ -237,7 +168,7 @@ def figure4(
     last conv layer. The table puts numbers on the picture: code change, heatmap correlation
     with the original's and heatmap spread (normalised entropy).
     """
-    wb, out = open_workbench(cfg, out_dir, options, workbench)
+    wb, out = open_workbench(cfg, out_dir, options, workbench, "figure4")
     bits, p = cfg.model.hash_bits, cfg.privacy
     bench = wb.bench(bits)
     n = min(wb.options.figure4_images, len(wb.sample().index))
@@ -298,6 +229,7 @@ def figure4(
         f"Figure 4: Grad-CAM heatmaps ({bits} bits)",
         table,
         [
+            wb.provenance(),
             f"{n} query images; heatmaps of C(x) . sign(C(x)) at the backbone's last conv layer; grid in figure4.png.",
             "Paper (qualitative): only mosaic moves the heatmap among traditional methods; adversarial "
             "examples disperse it.",

@@ -24,7 +24,11 @@ class EvalOptions:
 
     ``bits`` None: the paper's 16/24/32/48 (quick: the trained length only); ``rnm_steps`` None:
     privacy.steps; ``eps`` None: privacy.eps (Tables 1 and 3, Figures 2 and 4); ``table2_bits``
-    None: the trained length (the paper used 24 bits on NUS-WIDE).
+    None: the trained length (the paper used 24 bits on NUS-WIDE). ``tanh_steps`` is Tanh's
+    horizon (DHTA's 2000; Figure 2 and the convergence experiment run every method that long,
+    without early stop). ``scale_factors``: the output scales of the convergence-versus-scale
+    experiment; ``small_cnn_epochs``: epochs of its end-to-end small CNN. ``command``: the
+    command line that ran the evaluation, written into every table (provenance).
     """
 
     queries: int = 500
@@ -36,15 +40,25 @@ class EvalOptions:
     eps_list: tuple[float, ...] = PAPER_EPS
     table2_bits: int | None = None
     figure2_queries: int = 100
+    scale_factors: tuple[float, ...] = (10.0, 30.0)
+    small_cnn_epochs: int = 10
     figure3_eps: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04)
     obfuscations: tuple[tuple[str, tuple[float, ...]], ...] = DEFAULT_OBFUSCATIONS
     figure4_images: int = 4
     batch_size: int = 32
     device: str | None = None
     quick: bool = False
+    command: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("queries", "tanh_steps", "figure2_queries", "figure4_images", "batch_size"):
+        for name in (
+            "queries",
+            "tanh_steps",
+            "figure2_queries",
+            "small_cnn_epochs",
+            "figure4_images",
+            "batch_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}")
@@ -58,6 +72,9 @@ class EvalOptions:
         for e in (self.eps,) * (self.eps is not None) + self.eps_list + self.figure3_eps:
             if not 0 < e <= 1:
                 raise ValueError(f"eps values must be in (0, 1] (pixels); got {e!r}")
+        for f in self.scale_factors:
+            if not (isinstance(f, (int, float)) and f > 0):
+                raise ValueError(f"scale factors must be > 0; got {f!r}")
 
     @classmethod
     def quick_profile(cls, **changes) -> "EvalOptions":
@@ -67,6 +84,8 @@ class EvalOptions:
             rnm_steps=10,
             tanh_steps=20,
             figure2_queries=8,
+            scale_factors=(10.0,),
+            small_cnn_epochs=2,
             figure4_images=2,
             eps_list=PAPER_EPS,
             figure3_eps=(0.01, 0.04),

@@ -1,7 +1,8 @@
 """The `hashveil` command: one verb per pipeline stage, each a thin shell over a Python function.
 
-The service provider's verbs live in service_commands.py, the user's in user_commands.py and
-client_command.py; all register on the one group defined in group.py.
+The service provider's verbs live in service_commands.py and collection_commands.py, the user's
+in user_commands.py and client_command.py, the evaluation in evaluate_command.py; all register on
+the one group defined in group.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from hashveil import (  # noqa: E402, F401 (importing registers the verbs)
     client_command,
     collection_commands,
+    evaluate_command,
     service_commands,
     user_commands,
 )

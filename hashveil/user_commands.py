@@ -1,4 +1,5 @@
-"""The user's and the auditor's verbs: protect, query, evaluate, audit (``client`` is in client_command)."""
+"""The user's and the auditor's verbs: protect, query, audit (``client``: client_command.py; ``evaluate``:
+evaluate_command.py)."""
 
 from __future__ import annotations
 
@@ -216,43 +217,6 @@ def _query_decoys(cfg: Config, pixels, server_url: str, encoding, opts, decoys: 
         f"sent {decoys} uploads in random order (decoys pointing at: {labels}); IMAGE's results follow"
     )
     return sent
-
-
-@main.command()
-@click.option("--quick", is_flag=True, help="a small profile (few queries and steps) that runs in seconds")
-@click.option(
-    "--experiment",
-    "names",
-    multiple=True,
-    type=click.Choice(["table1", "table2", "table3", "figure2", "figure3", "figure4"]),
-    help="run only these (repeatable); default: all",
-)
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), help="results folder (default work_dir/results)"
-)
-@click.option("--queries", type=int, help="query sample size (default 500; --quick: 8)")
-@click.option("--bits", type=int, multiple=True, help="bit lengths for table1/figure2 (repeatable)")
-@click.option("--tanh-steps", type=int, help="Tanh iterations (default 2000, the paper's)")
-@click.option("--rnm-steps", type=int, help="RNM iterations (default privacy.steps)")
-@click.pass_context
-def evaluate(ctx, quick, names, out_dir, queries, bits, tanh_steps, rnm_steps) -> None:
-    """Reproduce the paper's tables and figures on the configured dataset and model."""
-    import dataclasses
-
-    from evaluation.run import EvalOptions, run_all
-
-    cfg = config_of(ctx)
-    opts = EvalOptions.quick_profile() if quick else EvalOptions()
-    changes = {
-        "queries": queries,
-        "bits": tuple(bits) or None,
-        "tanh_steps": tanh_steps,
-        "rnm_steps": rnm_steps,
-    }
-    opts = guard(dataclasses.replace, opts, **{k: v for k, v in changes.items() if v is not None})
-    out = Path(out_dir) if out_dir else cfg.work_dir / "results"
-    report = guard(run_all, cfg, out, opts, names=list(names) or None)
-    click.echo(f"results in {out} ({report})")
 
 
 @main.command()

@@ -54,8 +54,12 @@ def train_key(cfg: Config, splits: Splits | None = None) -> dict:
     """The settings a trained model depends on; a checkpoint is reused only when they match.
 
     With ``splits``, the sizes drawn replace the configured ones (0 = sized to the data).
+    ``data.redraw_splits`` counts only for the datasets that ship split lists, so models of the
+    other datasets keep their key.
     """
     data = asdict(cfg.data)
+    if cfg.data.dataset not in ("flickr25k", "nuswide"):
+        data.pop("redraw_splits")
     if splits is not None:
         data.update(zip(SIZE_KEYS, (len(splits.query), len(splits.train), len(splits.database))))
     return {
@@ -77,6 +81,8 @@ def card_matches(card_config: dict, cfg: Config) -> bool:
     got = json.loads(json.dumps(card_config))
     data = {**json.loads(json.dumps(asdict(DataConfig()))), **got.get("data", {})}
     data.update({k: 0 for k in SIZE_KEYS if want["data"][k] == 0})
+    if "redraw_splits" not in want["data"]:  # a dataset without split lists (train_key)
+        data.pop("redraw_splits", None)
     return {**got, "data": data} == want
 
 
@@ -142,7 +148,10 @@ def _split_features(
     db = cached_features(model, images, splits.database, cache, desc="database features", **kw)
     query = cached_features(model, images, splits.query, cache, desc="query features", **kw)
     row = {int(i): r for r, i in enumerate(splits.database)}
-    train = db[[row[int(i)] for i in splits.train]]
+    if all(int(i) in row for i in splits.train):  # drawn splits: train is part of the database
+        train = db[[row[int(i)] for i in splits.train]]
+    else:  # a published train list of its own
+        train = cached_features(model, images, splits.train, cache, desc="train features", **kw)
     return {"database": db, "query": query, "train": train}
 
 

@@ -2,7 +2,10 @@
 
 With a frozen backbone, the features of an image never change, so training the hash head
 and hashing the database both reuse one pass of the backbone. The cache key binds the
-backbone's weights, the input size and the image list, so a stale cache is never read.
+backbone's weights, the input size, the resizer (``imaging.RESIZER``) and the image list, so a
+stale cache is never read. A cache written before the resizer was part of the key is reused
+only when every image already has the model's input size (no resize either way, e.g. the
+Fashion-MNIST export), so the default demo does not recompute its features.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from index_builder.imagelist import ImageDataset, ImageList
 from retrieval.core.codes import pack
+from retrieval.core.imaging import RESIZER
 from retrieval.core.model import HashNet
 
 log = logging.getLogger(__name__)
@@ -92,9 +98,9 @@ def encode_images(
     return np.concatenate(out) if out else np.zeros((0, model.hash_bits // 8), np.uint8)
 
 
-def backbone_digest(model: HashNet) -> str:
-    """sha256 over the backbone's weights and input size: the identity of its features."""
-    h = hashlib.sha256(f"{model.backbone_name}:{model.image_size}".encode())
+def backbone_digest(model: HashNet, resizer: str = RESIZER) -> str:
+    """sha256 over the backbone's weights, input size and resizer: the identity of its features."""
+    h = hashlib.sha256(f"{model.backbone_name}:{model.image_size}{':' + resizer if resizer else ''}".encode())
     for name, tensor in sorted(model.backbone.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -120,8 +126,11 @@ def cached_features(
     desc: str = "features",
 ) -> torch.Tensor:
     """Like :func:`compute_features`, reading/writing ``cache_dir`` (atomic writes)."""
-    key = hashlib.sha256((backbone_digest(model) + images_digest(images, indices)).encode()).hexdigest()
+    images_key = images_digest(images, indices)
+    key = hashlib.sha256((backbone_digest(model) + images_key).encode()).hexdigest()
     path = Path(cache_dir) / f"{key[:32]}.safetensors"
+    if not path.is_file():
+        _adopt_legacy(model, images, indices, images_key, path)
     if path.is_file():
         log.info("reusing cached features %s", path)
         return load_file(path)["features"]
@@ -133,3 +142,28 @@ def cached_features(
     save_file({"features": feats.contiguous()}, tmp)
     os.replace(tmp, path)
     return feats
+
+
+def _adopt_legacy(
+    model: HashNet, images: ImageList, indices: np.ndarray, images_key: str, path: Path
+) -> None:
+    """Link a cache written before the resizer joined the key to ``path``, when it is valid.
+
+    It is valid when no image needed resizing: then the old PIL resize never ran, and neither
+    does the model's, so its features are exactly today's.
+    """
+    old = hashlib.sha256((backbone_digest(model, resizer="") + images_key).encode()).hexdigest()
+    legacy = path.with_name(f"{old[:32]}.safetensors")
+    if not legacy.is_file():
+        return
+    size = (model.image_size, model.image_size)
+    for i in indices:
+        with Image.open(images.root / images.paths[int(i)]) as img:  # reads the header only
+            if img.size != size:
+                log.info("not reusing %s: %s is %s, not %s", legacy, images.paths[int(i)], img.size, size)
+                return
+    try:
+        os.link(legacy, path)
+    except OSError:
+        shutil.copyfile(legacy, path)
+    log.info("reusing features cached before the resizer joined the key: %s", legacy)

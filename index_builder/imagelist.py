@@ -13,15 +13,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from retrieval.core.imaging import load_image, to_tensor
+from retrieval.core.imaging import load_image, resize_square, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,18 @@ LABEL_NAME_FILES = ("labels.txt", "classes.txt")
 @dataclass(frozen=True, eq=False)
 class ImageList:
     """Images at ``root / paths[i]`` with multi-hot ``labels[i]``; every image has at least one label,
-    unless the list has no label names at all (an unlabelled collection, labels of shape (n, 0))."""
+    unless the list has no label names at all (an unlabelled collection, labels of shape (n, 0)).
+
+    ``published`` holds the splits a dataset ships with (split name -> sorted indices; "query"
+    and "database", maybe "train"), used as they are unless a redraw is asked for
+    (``index_builder.splits``); empty when the dataset has none.
+    """
 
     root: Path
     paths: tuple[str, ...]
     labels: np.ndarray  # (n, L) uint8 in {0, 1}
     label_names: tuple[str, ...]
+    published: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n, names = len(self.paths), len(self.label_names)
@@ -67,8 +73,17 @@ class ImageList:
         return hashlib.sha256("\n".join(self.paths).encode("utf-8")).hexdigest()
 
 
-def build_image_list(root: Path, paths: list[str], labels: np.ndarray, names: tuple[str, ...]) -> ImageList:
-    """Drop unlabelled images (of a labelled list), check that every image file exists, and wrap up."""
+def build_image_list(
+    root: Path,
+    paths: list[str],
+    labels: np.ndarray,
+    names: tuple[str, ...],
+    published: Mapping[str, Sequence[str]] | None = None,
+) -> ImageList:
+    """Drop unlabelled images (of a labelled list), check that every image file exists, and wrap up.
+
+    ``published`` names the paths of each published split; dropped images leave them too.
+    """
     dups = [p for p, count in Counter(paths).items() if count > 1]
     if dups:
         raise ValueError(f"{root}: images listed twice, e.g. {dups[:3]}")
@@ -85,7 +100,12 @@ def build_image_list(root: Path, paths: list[str], labels: np.ndarray, names: tu
     missing = [p for p in paths if not (root / p).is_file()]
     if missing:
         raise ValueError(f"{root}: {len(missing)} listed images are missing, e.g. {missing[:3]}")
-    return ImageList(Path(root), tuple(paths), np.ascontiguousarray(labels[keep]), tuple(names))
+    position = {p: i for i, p in enumerate(paths)}
+    splits = {
+        name: np.array(sorted(position[p] for p in members if p in position), dtype=np.int64)
+        for name, members in (published or {}).items()
+    }
+    return ImageList(Path(root), tuple(paths), np.ascontiguousarray(labels[keep]), tuple(names), splits)
 
 
 def clean_path(raw: str, where: str) -> str:
@@ -110,7 +130,12 @@ def label_names(folder: Path) -> tuple[str, ...] | None:
 
 
 class ImageDataset(Dataset):
-    """Images of an ImageList as float (3, S, S) tensors in [0, 1], with their ImageList index."""
+    """Images of an ImageList as float (3, S, S) tensors in [0, 1], with their ImageList index.
+
+    Each image is resized on its own by the model's resizer (``imaging.resize_square``), so that
+    images of any size batch together and the codes equal what the server computes from an
+    upload of the same file (the model's resize is then a no-op).
+    """
 
     def __init__(self, images: ImageList, indices: np.ndarray, image_size: int) -> None:
         indices = np.asarray(indices, dtype=np.int64)
@@ -125,5 +150,5 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         index = int(self.indices[i])
-        img = load_image(self.images.root / self.images.paths[index])
-        return to_tensor(img, self.image_size), index
+        x = to_tensor(load_image(self.images.root / self.images.paths[index]))
+        return resize_square(x[None], self.image_size)[0], index

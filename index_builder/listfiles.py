@@ -1,6 +1,13 @@
 """The list files of public hashing code (FLICKR-25K, NUS-WIDE): one file per split with lines
-``relative/path.jpg 0 1 0 ... 1``, or ``<split>_img.txt`` (a path per line) + ``<split>_label.txt``
-(multi-hot rows)."""
+``relative/path.jpg 0 1 0 ... 1`` (DeepHash-pytorch's ``database.txt`` / ``train.txt`` /
+``test.txt``), or ``<split>_img.txt`` (a path per line) + ``<split>_label.txt`` (multi-hot rows,
+DHTA and ProS-GAN).
+
+The files' splits are kept as published (``ImageList.published``): query = the test (or query)
+list, database = the database (or retrieval) list, train = the train list. ``val`` lists are
+read for their labels only. ``index_builder.splits`` uses them as they are unless
+``data.redraw_splits`` asks for a redraw.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from index_builder.imagelist import ImageList, build_image_list, clean_path, lab
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("database", "train", "test", "query", "val", "retrieval")  # one-file-per-split names
+ROLES = {"test": "query", "query": "query", "database": "database", "retrieval": "database", "train": "train"}
 
 
 def read_list_file(path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -89,8 +97,10 @@ def _find_lists(folder: Path) -> list[tuple[Path, Path | None]]:
 
 
 def open_lists(folder: Path) -> ImageList:
-    """Merge all splits into one list (splits are redrawn from the seed); a shared path must agree."""
+    """All splits' images in one list, with the published splits (module docstring); an image
+    listed in several files must have the same labels in each."""
     merged: dict[str, np.ndarray] = {}
+    published: dict[str, list[str]] = {}
     width = None
     for first, second in _find_lists(folder):
         paths, labels = read_list_file(first) if second is None else read_split_pair(first, second)
@@ -101,8 +111,22 @@ def open_lists(folder: Path) -> ImageList:
             if p in merged and not np.array_equal(merged[p], row):
                 raise ValueError(f"{first}: {p} has labels {row.tolist()} here, {merged[p].tolist()} before")
             merged[p] = row
+        role = ROLES.get(_split_name(first))
+        if role in published:
+            raise ValueError(f"{folder}: two list files give the {role} split ({first.name} is the second)")
+        if role is not None:
+            published[role] = paths
         log.info("read %d rows from %s", len(paths), first.name)
     names = label_names(folder) or tuple(f"label_{j}" for j in range(width))
     if len(names) != width:
         raise ValueError(f"{folder}: label names file lists {len(names)} names; the rows have {width} labels")
-    return build_image_list(folder, list(merged), np.array(list(merged.values()), dtype=np.uint8), names)
+    if not {"query", "database"} <= set(published):
+        log.info("%s has no query (test) and database lists: its splits will be drawn", folder)
+        published = {}
+    labels = np.array(list(merged.values()), dtype=np.uint8)
+    return build_image_list(folder, list(merged), labels, names, published)
+
+
+def _split_name(path: Path) -> str:
+    """database.txt -> database; database_img.txt -> database."""
+    return path.name.removesuffix("_img.txt").removesuffix(".txt")

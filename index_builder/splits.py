@@ -1,4 +1,5 @@
-"""Query / train / database splits of an ImageList, drawn from a seed and saved beside the work."""
+"""Query / train / database splits of an ImageList: the dataset's published lists when it has
+them (FLICKR-25K and NUS-WIDE list files), else drawn from a seed; saved beside the work."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ AUTO_QUERY_SHARE, AUTO_QUERY_MAX, AUTO_TRAIN_MAX = 0.1, 1000, 20000
 
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """Index arrays into an ImageList; train is a subset of database (DPSH convention).
+    """Index arrays into an ImageList. Drawn splits: train is a subset of database (DPSH
+    convention) and query is disjoint from it; published splits are as published.
 
     An unlabelled collection has an empty query and train split: nothing to score or train on.
     """
@@ -79,13 +81,24 @@ def split_sizes(n: int, cfg: DataConfig, labelled: bool = True) -> SplitSizes:
 
 
 def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
-    """Draw query / database / train from cfg.seed, or reload them from ``path`` when they still match.
+    """The published splits, else drawn from cfg.seed (or reloaded from ``path`` when they still match).
 
-    Query = the first ``query`` items of a seeded permutation; database = the next ``database``
-    (all the rest by default); train = that many random database items. Saved as JSON with the
-    seed, the sizes drawn (0s resolved) and a hash of the paths.
+    Published (``images.published``, unless ``cfg.redraw_splits``): query, database and train
+    exactly as listed, whatever the size settings say; with no train list, train is ``num_train``
+    random database items (0: the whole database list, at most 20,000). Drawn (every other
+    dataset, or a redraw): query = the first ``query`` items of a seeded permutation; database =
+    the next ``database`` (all the rest by default); train = that many random database items, the
+    sizes from ``split_sizes`` (0 = sized to the data). Saved as JSON with the seed, the sizes
+    drawn (0s resolved) and a hash of the paths.
     """
     path = Path(path)
+    if images.published and not cfg.redraw_splits:
+        splits = _published(images, cfg)
+        payload = {"version": _SPLITS_VERSION, "source": "published", "seed": cfg.seed, "n": len(images)}
+        payload.update(paths_sha256=images.paths_sha256())
+        payload.update({k: getattr(splits, k).tolist() for k in ("query", "train", "database")})
+        _write_atomic(path, json.dumps(payload))
+        return splits
     sizes = split_sizes(len(images), cfg, images.labelled)
     log.info(
         "splits of %d images: %d query, %d database, %d train%s",
@@ -114,6 +127,34 @@ def make_splits(images: ImageList, cfg: DataConfig, path: Path) -> Splits:
     payload = {**meta, **{k: getattr(splits, k).tolist() for k in ("query", "train", "database")}}
     _write_atomic(path, json.dumps(payload))
     return splits
+
+
+def _published(images: ImageList, cfg: DataConfig) -> Splits:
+    """The splits as the dataset's lists give them (see make_splits)."""
+    query, database = images.published["query"], images.published["database"]
+    if "train" in images.published:
+        train = images.published["train"]
+    else:
+        size = cfg.num_train or min(len(database), AUTO_TRAIN_MAX)
+        if size > len(database):
+            raise ValueError(
+                f"data.num_train must be at most the database list's {len(database)}; got {size}"
+            )
+        rng = np.random.default_rng(cfg.seed)
+        train = np.sort(rng.choice(database, size=size, replace=False))
+        log.info("no train list: training on %d images drawn from the database list", size)
+    overlap = np.intersect1d(query, database).size
+    if overlap:
+        log.warning(
+            "%d images are in both the query and the database list; keeping them as published", overlap
+        )
+    log.info(
+        "published splits: %d query, %d train, %d database (data.redraw_splits = true redraws them)",
+        len(query),
+        len(train),
+        len(database),
+    )
+    return Splits(query, np.asarray(train, dtype=np.int64), database, cfg.seed)
 
 
 def _draw(n: int, sizes: SplitSizes, seed: int) -> Splits:

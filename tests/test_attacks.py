@@ -134,12 +134,23 @@ def test_tanh_loss_gradient_by_hand() -> None:
 
 
 def test_tanh_alpha_schedule() -> None:
-    got = [alpha_schedule(i) for i in (0, 999, 1000, 1199, 1200, 1399, 1400, 1600, 1800, 1999)]
-    assert got == [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.5, 0.7, 1.0, 1.0]
-    # scaled proportionally: switches at 50, 60, ..., 90 % of the steps
-    assert [alpha_schedule(i, 20) for i in (9, 10, 12, 19)] == [0.1, 0.2, 0.3, 1.0]
-    with pytest.raises(ValueError, match="2000"):
-        alpha_schedule(2000)
+    """DHTA's get_alpha, in absolute iterations whatever the number of steps."""
+    got = [alpha_schedule(i) for i in (0, 999, 1000, 1199, 1200, 1399, 1400, 1600, 1800, 1999, 5000)]
+    assert got == [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.5, 0.7, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="step must be an int >= 0"):
+        alpha_schedule(-1)
+
+
+def test_attack_defaults_are_the_privacy_config() -> None:
+    """One set of defaults: every attack class defaults to PrivacyConfig's values."""
+    from retrieval.core.config import PrivacyConfig
+
+    p, m = PrivacyConfig(), nn.Linear(1, 1)
+    for attack in (RNM(m), Tanh(m), make_attack("noise", m)):
+        assert (attack.eps, attack.step_size, attack.margin) == (p.eps, p.step_size, p.margin)
+    for attack in (RNM(m), Tanh(m)):
+        assert (attack.steps, attack.step_rule) == (p.steps, p.step_rule)
+    assert RNM(m).variant == p.rnm_variant
 
 
 def test_rnm_default_reduces_hamming_distance(model: HashNet) -> None:

@@ -50,7 +50,7 @@ def logged(tiny_trained):
     own = searcher.encode(original[None])
     target = max(sorted(n for n in names if n != label), key=lambda n: int(hamming(anchors[n], own)[0, 0]))
     # a generous budget: the tiny colour model only gives way to visible changes
-    result = make_attack("rnm", searcher.model, eps=0.5, steps=100, step_size=8 / 255)(
+    result = make_attack("rnm", searcher.model, eps=0.5, steps=100, step_size=8 / 255, step_rule="sign")(
         original[None], anchors[target]
     )
     assert bool(result.reached[0]), "precondition: the protection reaches the target on the tiny model"

@@ -308,3 +308,70 @@ def test_fashion_mnist_sample_sizes_are_checked() -> None:
         ValueError, match="has 70000 images; cannot take num_query=1000 \\+ num_database=69001"
     ):
         fashion_mnist.select_ids(70000, 1000, 69001, 0)
+
+
+# ---------------------------------------------------------------- published split lists
+
+PUBLISHED = {  # DeepHash-pytorch's layout: train is part of the database, test is apart
+    "database": ["a.png", "sub/b.png", "c.png", "f.png"],
+    "train": ["a.png", "c.png"],
+    "test": ["sub/e.png", "d.png"],  # d.png has no label: dropped from its split too
+}
+
+
+def _published(folder: Path, pair: bool) -> Path:
+    _images(folder)
+    labels = dict(ROWS)
+    for split, paths in PUBLISHED.items():
+        rows = [(p, " ".join(map(str, labels[p]))) for p in paths]
+        if pair:
+            (folder / f"{split}_img.txt").write_text("".join(f"{p}\n" for p, _ in rows))
+            (folder / f"{split}_label.txt").write_text("".join(f"{lab}\n" for _, lab in rows))
+        else:
+            (folder / f"{split}.txt").write_text("".join(f"{p} {lab}\n" for p, lab in rows))
+    return folder
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_published_splits_are_used_as_published(tmp_path: Path, pair: bool) -> None:
+    folder = _published(tmp_path / "data", pair)
+    cfg = DataConfig(dataset="nuswide", data_dir=str(folder), num_query=1, num_train=1, num_database=2)
+    images = open_dataset(cfg, tmp_path / "work", 32)
+    splits = make_splits(images, cfg, tmp_path / "splits.json")
+    named = {k: sorted(images.paths[i] for i in getattr(splits, k)) for k in ("query", "train", "database")}
+    assert named == {
+        "query": ["sub/e.png"],
+        "train": ["a.png", "c.png"],
+        "database": ["a.png", "c.png", "f.png", "sub/b.png"],
+    }  # the sizes in the config play no part
+    saved = json.loads((tmp_path / "splits.json").read_text())
+    assert saved["source"] == "published" and saved["database"] == splits.database.tolist()
+    # a redraw only when asked: then the sizes apply
+    redraw = DataConfig(**{**cfg.__dict__, "redraw_splits": True})
+    drawn = make_splits(open_dataset(redraw, tmp_path / "work", 32), redraw, tmp_path / "drawn.json")
+    assert (len(drawn.query), len(drawn.train), len(drawn.database)) == (1, 1, 2)
+    # sizes left at 0 size the redraw to the data (split_sizes): 5 labelled images -> 1 / 4 / 4
+    auto = DataConfig(dataset="nuswide", data_dir=str(folder), redraw_splits=True)
+    drawn = make_splits(open_dataset(auto, tmp_path / "work", 32), auto, tmp_path / "auto.json")
+    assert (len(drawn.query), len(drawn.train), len(drawn.database)) == (1, 4, 4)
+    assert not np.intersect1d(drawn.query, drawn.database).size
+
+
+def test_published_lists_without_train_or_query(tmp_path: Path, caplog) -> None:
+    folder = _published(tmp_path / "data", pair=False)
+    (folder / "train.txt").unlink()
+    cfg = DataConfig(dataset="flickr25k", data_dir=str(folder), num_query=1, num_train=3, seed=5)
+    images = open_dataset(cfg, tmp_path / "work", 32)
+    splits = make_splits(images, cfg, tmp_path / "s.json")
+    assert [images.paths[i] for i in splits.query] == ["sub/e.png"]
+    assert len(splits.train) == 3 and np.isin(splits.train, splits.database).all()  # drawn from the list
+    whole = DataConfig(dataset="flickr25k", data_dir=str(folder))  # num_train 0: the whole list
+    assert make_splits(images, whole, tmp_path / "w.json").train.tolist() == splits.database.tolist()
+    (folder / "test.txt").unlink()  # no query list: nothing to keep, the splits are drawn
+    with caplog.at_level(logging.INFO):
+        images = open_dataset(cfg, tmp_path / "work", 32)
+    assert images.published == {} and "its splits will be drawn" in caplog.text
+    (folder / "test.txt").write_text("a.png 1 0 0\n")
+    (folder / "query.txt").write_text("c.png 1 1 0\n")
+    with pytest.raises(ValueError, match="two list files give the query split"):
+        open_dataset(cfg, tmp_path / "work", 32)

@@ -49,8 +49,8 @@ def test_run_all_writes_every_experiment(quick) -> None:
             path = out / f"{name}.{suffix}"
             assert path.is_file() and path.stat().st_size > 0, path
         assert (out / f"{name}.md").read_text().strip() in text
-    protocol = json.loads((out / "queries.json").read_text())
-    assert len(protocol["query_index"]) == len(protocol["target_label"]) == QUERIES
+    protocol = json.loads((out / "table1_queries.json").read_text())
+    assert len(protocol["query_index"]) == len(protocol["target_labels"]) == QUERIES
     assert all(len(ids) == 9 for ids in protocol["anchor_ids"])
     assert all(p in ids for p, ids in zip(protocol["p2p_id"], protocol["anchor_ids"]))
 
@@ -65,6 +65,8 @@ def test_table1_original_map_matches_a_direct_computation(quick) -> None:
         ("RNM-P2P", "t-MAP"),
         ("RNM-P2S", "t-MAP"),
         ("Original", "t-MAP"),
+        ("P2P targets", "t-MAP"),
+        ("P2S anchors", "t-MAP"),
         ("Original", "MAP"),
     ]
     assert all(0 <= float(r["value"]) <= 1 and r["bits"] == "16" for r in rows)
@@ -73,7 +75,7 @@ def test_table1_original_map_matches_a_direct_computation(quick) -> None:
     model, _ = load_checkpoint(cfg.work_dir / "model")
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
-    query = np.array(json.loads((out / "queries.json").read_text())["query_index"])
+    query = np.array(json.loads((out / "table1_queries.json").read_text())["query_index"])
     q_codes = encode_images(model, images, query, batch_size=16, workers=0, device="cpu")
     stored = Store(cfg.db_url).images(splits.database.tolist())
     db_codes = np.stack([np.frombuffer(stored[int(i)].code, np.uint8) for i in splits.database])
@@ -86,6 +88,19 @@ def test_table1_original_map_matches_a_direct_computation(quick) -> None:
         cfg.train.map_topk,
     ).map
     assert float(rows[-1]["value"]) == pytest.approx(direct, abs=1e-12)
+    # the P2P ceiling: the stored codes of the P2P items, scored against the target labels
+    protocol = json.loads((out / "table1_queries.json").read_text())
+    p2p = np.stack([np.frombuffer(stored[i].code, np.uint8) for i in protocol["p2p_id"]])
+    target = np.array([[name in names for name in images.label_names] for names in protocol["target_labels"]])
+    ceiling = t_map(
+        p2p,
+        target.astype(np.uint8),
+        db_codes,
+        images.labels[splits.database],
+        splits.database,
+        cfg.train.map_topk,
+    )
+    assert float(rows[6]["value"]) == pytest.approx(ceiling.map, abs=1e-12)
     # with a generous budget the targeted methods beat the unmodified queries' t-MAP
     value = {(r["method"], r["metric"]): float(r["value"]) for r in rows}
     assert value["RNM-P2S", "t-MAP"] > value["Original", "t-MAP"]
@@ -114,12 +129,20 @@ def test_figure2_traces(quick) -> None:
     cfg, out, options, _ = quick
     rows = rows_of(out, "figure2")
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    assert methods == [f"RNM ({cfg.privacy.rnm_variant})", "RNM (literal)", "Tanh"]
+    assert methods == ["rnm", "tanh"]
+    curves = {}
     for m in methods:
-        curve = [float(r["mean_distance"]) for r in rows if r["method"] == m]
-        assert len(curve) == options.tanh_steps + 1 and all(0 <= d <= 16 for d in curve)
+        curves[m] = [float(r["mean_distance"]) for r in rows if r["method"] == m]
+        assert len(curves[m]) == options.tanh_steps + 1 and all(0 <= d <= 16 for d in curves[m])
     starts = {float(r["mean_distance"]) for r in rows if r["iteration"] == "0"}
     assert len(starts) == 1  # every method starts from the same images and targets
+    summary = {r["method"]: r for r in rows_of(out, "figure2_summary")}
+    for m in methods:  # the summary's distances are the curve's
+        assert float(summary[m]["distance_at_10"]) == pytest.approx(curves[m][10])
+        assert float(summary[m]["distance_final"]) == pytest.approx(curves[m][-1])
+        assert 0 <= float(summary[m]["median_iterations"]) <= options.tanh_steps
+    ratio = float(summary["tanh"]["mean_iterations"]) / float(summary["rnm"]["mean_iterations"])
+    assert float(summary["rnm"]["tanh_over_rnm_mean"]) == pytest.approx(ratio)
 
 
 def test_figure3_quality_and_privacy(quick) -> None:

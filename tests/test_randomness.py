@@ -292,11 +292,12 @@ def test_a_pinned_model_sha256_refuses_another_model(served, tmp_path) -> None:
 
 def test_cli_and_web_client_draw_through_the_same_code(served, tmp_path, monkeypatch) -> None:
     cfg, _, url = served
-    seen = []
+    seen, states = [], []
     real = privacy.client.draw_target_label
 
     def spy(*args, **kw):
         seen.append(args[2])  # the generator each front end passes
+        states.append(repr(args[2].bit_generator.state))  # where it stands before this draw
         return real(*args, **kw)
 
     monkeypatch.setattr(privacy.client, "draw_target_label", spy)
@@ -305,11 +306,12 @@ def test_cli_and_web_client_draw_through_the_same_code(served, tmp_path, monkeyp
     assert _query(_cli_config(tmp_path, cfg), url, image).exit_code == 0
     assert len(seen) == 1
     app = create_client_app(url, override(cfg, paths={"work_dir": tmp_path / "web"}))
-    targets = [_web_job(app, image.read_bytes())["target_code"] for _ in range(2)]
+    for _ in range(2):
+        _web_job(app, image.read_bytes())
     assert len(seen) == 3 and seen[1] is seen[2] is app.extensions["hashveil_client"].rng
-    if targets[0] == targets[1]:  # one more pair before calling it a failure
-        targets = [_web_job(app, image.read_bytes())["target_code"] for _ in range(2)]
-    assert targets[0] != targets[1]
+    # the second job draws on from where the first left off, not from a reseeded generator (its
+    # target may still repeat: the tiny service has 4 labels, so equal targets prove nothing)
+    assert states[1] != states[2]
 
 
 def _web_job(app, data: bytes) -> dict:

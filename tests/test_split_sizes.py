@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ class _Images:
 
     n: int
     labelled: bool = True
+    published: dict = field(default_factory=dict)  # no published split lists: the splits are drawn
 
     def __len__(self) -> int:
         return self.n

@@ -18,7 +18,7 @@ from index_builder.build import build_index
 from index_builder.update import add_images, recover, remove_images
 from retrieval.core.codes import hamming, to_hex
 from retrieval.core.config import Config, override
-from retrieval.core.imaging import load_image, to_tensor
+from retrieval.core.imaging import load_image, resize_square, to_tensor
 from retrieval.core.model import load_checkpoint
 from retrieval.service.manifest import MANIFEST_FILE, read_manifest
 from retrieval.service.search import open_searcher
@@ -51,7 +51,7 @@ def _photo(path: Path, colour=(200, 30, 30), seed: int = 1) -> Path:
 def _reference_code(cfg: Config, path: Path) -> np.ndarray:
     """The code of a file as build-index computes it (resized to the model's size, then hashed)."""
     model, card = load_checkpoint(cfg.work_dir / "model")
-    return model.encode(to_tensor(load_image(path), card.image_size)[None])[0]
+    return model.encode(resize_square(to_tensor(load_image(path))[None], card.image_size))[0]
 
 
 def _state(cfg: Config) -> tuple[bytes, dict[int, tuple]]:

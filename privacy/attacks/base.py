@@ -1,16 +1,20 @@
 """The one attack contract: batched PGD under an L_inf budget in pixels, with early stop.
 
-Huang et al. 2022, Algorithm 1: x' = clip(x' - step_size * sign(dP/dx')), projected to the
-eps ball around x and to [0, 1]. Every attack here is built as
-``Method(model, *, eps, steps, step_size, ...)`` and called as
+Huang et al. 2022, Algorithm 1: x' = clip(x' - step_size * d), projected to the eps ball
+around x and to [0, 1], with d = sign(dP/dx') ("sign") or dP/dx' / max|dP/dx'| ("scaled").
+Every attack here is built as ``Method(model, *, eps, steps, step_size, ...)`` and called as
 ``method(images, target_codes) -> Result`` with images in [0, 1] and packed uint8 targets.
+
+Defaults are stated once: every attack class defaults to ``DEFAULTS``, the built-in
+``PrivacyConfig`` (eps 8/255, 100 steps, scaled steps of at most 8/255, margin 0), which
+config.toml repeats and ``from_config`` applies; nothing else sets a default.
 
 What is reported is what the server will see: the client saves 8-bit PNGs, so the iterate is
 evaluated, checked for the stopping rule and returned on the 8-bit grid (``quantize=True``):
 each pixel is rounded to k/255 and clipped to the grid points inside its budget
 [max(0, x - eps), min(1, x + eps)]. The continuous iterate keeps accumulating the PGD steps,
 so step sizes below 1/255 still make progress; gradients are taken at the quantised point.
-With inputs on the grid and ``step_size = 1/255`` (the defaults) quantising changes nothing.
+With inputs on the grid and sign steps of 1/255 quantising changes nothing.
 When a budget holds no grid point (eps < 1/510) that pixel stays unquantised, so the eps
 bound always holds (up to float rounding, < 1e-6).
 """
@@ -28,6 +32,9 @@ from torch import nn
 from privacy.attacks.ensemble import Member, member_errors
 from privacy.attacks.views import ServerViews
 from retrieval.core.codes import as_codes, unpack
+from retrieval.core.config import PrivacyConfig
+
+DEFAULTS = PrivacyConfig()  # the one set of attack defaults (module docstring)
 
 GRID = 255.0
 _GRID_TOL = 1e-4  # in grid units: absorbs float32 error of x * 255 for x on the grid
@@ -91,6 +98,15 @@ def quantise(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tenso
     return torch.where(lo_q <= hi_q, q, x.clamp(lo, hi))
 
 
+def budget_levels(eps: float) -> int:
+    """The budget an 8-bit image actually gets: whole grey levels, floor(255 eps).
+
+    ``quantise`` keeps each pixel on k/255 inside [x - eps, x + eps], so for a pixel on the grid
+    the largest move is floor(255 eps) levels: eps 0.01 is 2/255, 0.032 is 8/255.
+    """
+    return int(np.floor(eps * GRID + _GRID_TOL))
+
+
 def check_images(images: torch.Tensor) -> torch.Tensor:
     """Validate a pixel batch: float (n, 3, H, W) in [0, 1]; returns it detached."""
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
@@ -142,13 +158,13 @@ class Attack:
         self,
         model: nn.Module,
         *,
-        eps: float = 8 / 255,
-        steps: int = 100,
-        step_size: float = 1 / 255,
+        eps: float = DEFAULTS.eps,
+        steps: int = DEFAULTS.steps,
+        step_size: float = DEFAULTS.step_size,
         early_stop: bool = True,
-        margin: float = 0.0,
+        margin: float = DEFAULTS.margin,
         quantize: bool = True,
-        step_rule: str = "sign",
+        step_rule: str = DEFAULTS.step_rule,
         views: ServerViews | None = None,
     ) -> None:
         if not 0 <= eps <= 1:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privacy.attacks.base import Attack, Result, bit_errors, budget
+from privacy.attacks.base import DEFAULTS, Attack, Result, bit_errors, budget
 from privacy.attacks.ensemble import Member
 from retrieval.core.codes import unpack
 
@@ -27,9 +27,9 @@ class Noise(Attack):
         self,
         model: nn.Module,
         *,
-        eps: float = 8 / 255,
+        eps: float = DEFAULTS.eps,
         steps: int = 1,
-        step_size: float = 1 / 255,
+        step_size: float = DEFAULTS.step_size,
         early_stop: bool = True,
         quantize: bool = True,
         seed: int | None = None,

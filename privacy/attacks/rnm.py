@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from privacy.attacks.base import Attack, to_signs
+from privacy.attacks.base import DEFAULTS, Attack, to_signs
 from privacy.attacks.views import ServerViews
 
 VARIANTS = ("literal", "proximal", "margin")
@@ -104,24 +104,25 @@ def margin_loss(c: torch.Tensor, t: torch.Tensor, margin: float = 0.0) -> torch.
 class RNM(Attack):
     """Huang et al. 2022, eq. 12 + Algorithm 1; ``variant`` picks the reading (module docstring).
 
-    ``steps`` defaults to 100: the paper reports RNM converging within 100 iterations (Fig. 2),
-    and config.toml uses the same. ``beta`` defaults to 1/K, ``lam`` (proximal) to 1/(2K).
+    Defaults are the privacy config's (``privacy.attacks.base.DEFAULTS``): 100 steps (the paper
+    reports RNM converging within 100 iterations, Fig. 2), the proximal reading, scaled steps.
+    ``beta`` defaults to 1/K (Sec. 5.3), ``lam`` (proximal) to 1/(2K).
     """
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        eps: float = 8 / 255,
-        steps: int = 100,
-        step_size: float = 1 / 255,
-        variant: str = "proximal",
-        margin: float = 0.0,
+        eps: float = DEFAULTS.eps,
+        steps: int = DEFAULTS.steps,
+        step_size: float = DEFAULTS.step_size,
+        variant: str = DEFAULTS.rnm_variant,
+        margin: float = DEFAULTS.margin,
         beta: float | None = None,
         lam: float | None = None,
         early_stop: bool = True,
         quantize: bool = True,
-        step_rule: str = "sign",
+        step_rule: str = DEFAULTS.step_rule,
         views: ServerViews | None = None,
     ) -> None:
         super().__init__(

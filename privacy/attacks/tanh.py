@@ -1,14 +1,17 @@
 """Tanh (DHTA, Bai et al. ECCV 2020), the baseline of Huang et al. 2022, eq. 2.
 
-Loss -(1/K) tanh(alpha C) . h_t with alpha annealed as in Huang et al. Sec. 5.2: 0.1 for the
-first 1000 iterations, then 0.2, 0.3, 0.5, 0.7 and 1.0 for 200 iterations each (2000 in
-all). (Sec. 3.2 and 5.4 list 0.2, 0.5, 0.7, 0.9, 1.0 instead; we follow Sec. 5.2.) For another
-number of ``steps`` the schedule is scaled proportionally: the switches fall at 50, 60, 70,
-80 and 90 % of ``steps``, rounded up (exact for 2000), so alpha = 0.1 for at least half.
+Loss -(1/K) tanh(alpha C) . h_t with DHTA's alpha schedule, in absolute iterations as in
+DHTA's code (``get_alpha``) and Huang et al. Sec. 5.2: 0.1 for iterations 0-999, then 0.2,
+0.3, 0.5, 0.7 and 1.0 for 200 iterations each (1000-1999), 1.0 from then on. (Sec. 3.2 and
+5.4 list 0.2, 0.5, 0.7, 0.9, 1.0 instead; we follow Sec. 5.2 and DHTA's code.) A run of fewer
+than 2000 steps is a truncated DHTA run, not a squeezed one: with ``steps`` <= 1000, or with
+early stop before iteration 1000, alpha is 0.1 throughout. DHTA's own horizon is
+``PAPER_STEPS`` = 2000 without early stop; ``evaluation`` runs it so (``tanh_steps``, Figure 2).
 
-Optimised with the same sign-PGD in pixel space as RNM ("We adopted PGD to optimize the Tanh
-method and our method"), not DHTA's L2-normalised step. The paper's Tanh runs every
-iteration; pass ``early_stop=False`` for that (Figure 2) protocol.
+Optimised with the same PGD in pixel space as RNM ("We adopted PGD to optimize the Tanh
+method and our method"), not DHTA's raw gradient step; the step rule, step size, eps and
+default ``steps`` are the privacy defaults of ``retrieval.core.config.PrivacyConfig``
+(``privacy.attacks.base``), the same for every attack.
 """
 
 from __future__ import annotations
@@ -16,19 +19,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from privacy.attacks.base import Attack
+from privacy.attacks.base import DEFAULTS, Attack
 
 ALPHAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-SWITCH_TENTHS = (5, 6, 7, 8, 9)  # alpha moves to ALPHAS[i + 1] at SWITCH_TENTHS[i] / 10 of steps
+SWITCHES = (1000, 1200, 1400, 1600, 1800)  # alpha moves to ALPHAS[i + 1] at iteration SWITCHES[i]
 PAPER_STEPS = 2000
 
 
-def alpha_schedule(step: int, steps: int = PAPER_STEPS) -> float:
-    """alpha at 0-based iteration ``step`` of ``steps`` (Huang et al. Sec. 5.2, scaled)."""
-    if not 0 <= step < max(steps, 1):
-        raise ValueError(f"step must be in [0, {steps}); got {step}")
-    passed = sum(step >= -(-tenths * steps // 10) for tenths in SWITCH_TENTHS)
-    return ALPHAS[passed]
+def alpha_schedule(step: int) -> float:
+    """alpha at 0-based iteration ``step`` (DHTA's ``get_alpha``; Huang et al. Sec. 5.2)."""
+    if not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0; got {step!r}")
+    return ALPHAS[sum(step >= s for s in SWITCHES)]
 
 
 def tanh_loss(c: torch.Tensor, t: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -37,19 +39,19 @@ def tanh_loss(c: torch.Tensor, t: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class Tanh(Attack):
-    """DHTA's relaxation (Huang et al. eq. 2) under sign-PGD; 2000 steps by default."""
+    """DHTA's relaxation (Huang et al. eq. 2) under the shared PGD; DHTA's schedule (module docstring)."""
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        eps: float = 8 / 255,
-        steps: int = PAPER_STEPS,
-        step_size: float = 1 / 255,
+        eps: float = DEFAULTS.eps,
+        steps: int = DEFAULTS.steps,
+        step_size: float = DEFAULTS.step_size,
         early_stop: bool = True,
-        margin: float = 0.0,
+        margin: float = DEFAULTS.margin,
         quantize: bool = True,
-        step_rule: str = "sign",
+        step_rule: str = DEFAULTS.step_rule,
     ) -> None:
         super().__init__(
             model,
@@ -63,4 +65,4 @@ class Tanh(Attack):
         )
 
     def loss(self, c: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
-        return tanh_loss(c, t, alpha_schedule(step, self.steps))
+        return tanh_loss(c, t, alpha_schedule(step))

@@ -58,6 +58,7 @@ class DataConfig:
     num_train: int = 0
     num_database: int = 0
     seed: int = 0
+    redraw_splits: bool = False  # published split lists (flickr25k, nuswide) are used as they are
     layout: str = (
         "auto"  # folder datasets: auto (labels.csv, else class subfolders, else flat) | csv | classes | flat
     )

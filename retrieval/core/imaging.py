@@ -3,6 +3,11 @@
 The one pixel space of hashveil is float (3, H, W) in [0, 1]. Decoding applies the EXIF
 orientation and drops all metadata; it refuses decompression bombs and unreadable files with
 a ValueError that says why.
+
+One resizer: :func:`resize_square` (torch, bilinear with antialiasing) is the only way an image
+reaches the model's input size, inside the model (``HashNet.features``) and in the index
+builder's and the evaluation's data loaders, so that the server, the client (which attacks
+the model's own resize) and the database all hash exactly the same pixels.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # about 6300 x 6300; larger uploads are refused, not decoded
@@ -68,12 +74,31 @@ def load_image(path: str | Path) -> Image.Image:
         raise ValueError(f"{path}: {e}") from None
 
 
-def to_tensor(img: Image.Image, size: int | None = None) -> torch.Tensor:
-    """PIL RGB image -> float (3, H, W) in [0, 1]; resized to (size, size) when size is given."""
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> float (3, H, W) in [0, 1], at its own size (resizing: :func:`resize_square`)."""
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+RESIZER = "torch-bilinear-antialias-clamped"  # names resize_square in cache keys: change it when the resizer changes
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The one resizer (module docstring): (n, 3, H, W) -> (n, 3, size, size), unchanged when
+    already that size. Each image is resized on its own, so batching never changes a result.
+    The filter averages pixels with positive weights; the clamp only removes float rounding
+    (1 + 1e-7), so a resized image passes the same [0, 1] check as the upload it came from."""
+    if x.ndim != 4:
+        raise ValueError(f"images must have shape (n, C, H, W); got {tuple(x.shape)}")
+    if x.shape[-2:] == (size, size):
+        return x
+    if len(x) == 0:
+        return x.new_zeros((0, x.shape[1], size, size))
+    out = [
+        F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        for img in x
+    ]
+    return torch.cat(out).clamp(0.0, 1.0)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -1,8 +1,9 @@
 """HashNet: backbone -> hash head -> K relaxed outputs C(x); codes are sign(C(x)).
 
 Inputs are images in pixel space [0, 1], shape (n, 3, H, W) of any size: resizing to the
-backbone's input size and normalisation happen inside the model, so attacks bound their
-perturbation in pixels. Checkpoints are a safetensors state_dict plus a JSON model card.
+backbone's input size (``imaging.resize_square``, the one resizer of every path) and
+normalisation happen inside the model, so attacks bound their perturbation in the pixels
+the user uploads. Checkpoints are a safetensors state_dict plus a JSON model card.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from retrieval.core.backbones import build_backbone
 from retrieval.core.codes import check_bits, pack
 from retrieval.core.config import ModelConfig
+from retrieval.core.imaging import resize_square
 
 HEAD_HIDDEN = 1024
 # encode() runs the backbone on chunks of 2 to ENCODE_CHUNK images (a lone image padded with a black one)
@@ -81,8 +82,7 @@ class HashNet(nn.Module):
         """Backbone features of pixel images. Shape: (n, 3, H, W) in [0, 1] -> (n, D)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(x.shape)}")
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = self._interpolate(x)
+        x = resize_square(x, self.image_size)
         return self.backbone((x - self.mean) / self.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,15 +98,7 @@ class HashNet(nn.Module):
         server can resize an upload before it joins a batch. Shape: (n, 3, H, W) -> (n, 3, S, S)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must have shape (n, 3, H, W); got {tuple(x.shape)}")
-        if x.shape[-2:] == (self.image_size, self.image_size):
-            return x
-        if len(x) == 0:
-            return x.new_zeros((0, 3, self.image_size, self.image_size))
-        return torch.cat([self._interpolate(img[None]) for img in x])
-
-    def _interpolate(self, x: torch.Tensor) -> torch.Tensor:
-        size = (self.image_size, self.image_size)
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return resize_square(x, self.image_size)
 
     @torch.inference_mode()
     def relaxed(self, x: torch.Tensor) -> torch.Tensor:
