@@ -15,7 +15,7 @@ from hashveil.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-OTHERS = ("attackers",)  # written by benchmarks/attackers.py, which names itself
+OTHERS = ("attackers", "decoys")  # written by benchmarks/attackers.py, which names itself
 COMMAND = re.compile(r"Written by `(hashveil [^`]+)`")
 
 
@@ -36,6 +36,16 @@ def _parse(command: str) -> dict:
 
 def test_there_are_tables() -> None:
     assert {p.stem for p in _tables()} >= {"table1", "table2", "table3", "figure2", "figure3", "figure4"}
+
+
+@pytest.mark.parametrize(
+    "table", sorted(p for p in RESULTS.glob("*.md") if p.stem.startswith(OTHERS)), ids=str
+)
+def test_each_benchmark_table_names_its_benchmark(table: Path) -> None:
+    found = re.findall(r"Written by `python -m benchmarks\.(\w+) [^`]*`", table.read_text(encoding="utf-8"))
+    assert len(found) == 1, f"{table.name} must name the one benchmark command that wrote it"
+    assert (ROOT / "benchmarks" / f"{found[0]}.py").is_file(), found[0]
+    assert (RESULTS / f"{table.stem}.csv").is_file(), f"{table.stem}.csv is missing"
 
 
 @pytest.mark.parametrize("table", _tables(), ids=lambda p: p.name)
