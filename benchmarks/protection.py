@@ -75,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(args.config)
-    p = cfg.privacy
+    p = replace(cfg.privacy, seed=args.seed)  # robust protection's random views too
     model, card = load_checkpoint(cfg.work_dir / "model")
     images = open_dataset(cfg.data, cfg.work_dir, card.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
