@@ -25,7 +25,6 @@ import argparse
 import csv
 import hashlib
 import json
-import secrets
 import sys
 import tempfile
 import time
@@ -41,7 +40,6 @@ from audit.attackers import ATTACKERS, LadderSettings, build_ladder, parse_names
 from audit.attackers.training import SecondModelSettings
 from audit.ladder import Upload, run_ladder, summarise
 from audit.ladder_report import csv_rows, format_table, markdown, protects_from, summary_from_json, to_json
-from audit.logs import read_log_http
 from index_builder.datasets import open_dataset
 from index_builder.splits import make_splits
 from privacy.client import Protector, connect
@@ -50,7 +48,7 @@ from privacy.surrogate import cached_surrogate
 from retrieval.core.config import Config, load_config
 from retrieval.core.imaging import load_image, to_tensor
 from retrieval.service.search import open_searcher
-from testkit.servers import free_port, start_serve, stop
+from testkit.servers import serve_with_log
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,19 +92,12 @@ def main() -> None:
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     rng = np.random.default_rng(args.seed)
     sample, carriers = _sample(images, splits.query, args.per_label, rng)
-    token = secrets.token_urlsafe(16)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_serve(
-            Path(args.config), port, env={"HASHVEIL_ADMIN_TOKEN": token}, log_path=Path(tmp) / "serve.log"
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            before = max((r.id for r in read_log_http(url, token, limit=1, uploads=False)), default=0)
-            sent, facts = _send_all(cfg, url, images, sample, carriers, args, Path(tmp))
-            rows = [r for r in read_log_http(url, token, limit=len(sent) + 100) if r.id > before]
-        finally:
-            stop(server)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve_with_log(Path(args.config), Path(tmp)) as (url, new_rows),
+    ):
+        sent, facts = _send_all(cfg, url, images, sample, carriers, args, Path(tmp))
+        rows = new_rows(len(sent) + 100)
     uploads = [
         Upload(r.id, r.upload, *sent[_sha(r.upload)]) for r in rows if r.upload and _sha(r.upload) in sent
     ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import secrets
 import sys
 import tempfile
 import time
@@ -27,7 +26,6 @@ import torch
 from tqdm import tqdm
 
 from audit.attackers.decoys import DecoyFeatures, DecoyGroup, best_strategy, chosen_on_half, decoy_rung
-from audit.logs import read_log_http
 from index_builder.datasets import open_dataset
 from index_builder.splits import make_splits
 from privacy.client import connect
@@ -36,7 +34,7 @@ from privacy.encode import Encoding, encode_verified
 from retrieval.core.config import Config
 from retrieval.core.imaging import load_image, to_tensor
 from retrieval.service.search import open_searcher
-from testkit.servers import free_port, start_serve, stop
+from testkit.servers import serve_with_log
 
 QUERIES_PER_BATCH = 4  # 4 queries of K = 4 carriers: one batch of 16 protections
 
@@ -45,18 +43,12 @@ def run_decoys(args, cfg: Config) -> None:
     images = open_dataset(cfg.data, cfg.work_dir, cfg.model.image_size)
     splits = make_splits(images, cfg.data, cfg.work_dir / "splits.json")
     sample = _sample(images, splits.query, args.decoy_trials, np.random.default_rng(args.seed))
-    token, port = secrets.token_urlsafe(16), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = start_serve(
-            Path(args.config), port, env={"HASHVEIL_ADMIN_TOKEN": token}, log_path=Path(tmp) / "serve.log"
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            before = max((r.id for r in read_log_http(url, token, limit=1, uploads=False)), default=0)
-            sent, reals, facts = _send(cfg, url, images, sample, args, Path(tmp))
-            rows = [r for r in read_log_http(url, token, limit=len(sent) + 100) if r.id > before]
-        finally:
-            stop(server)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serve_with_log(Path(args.config), Path(tmp)) as (url, new_rows),
+    ):
+        sent, reals, facts = _send(cfg, url, images, sample, args, Path(tmp))
+        rows = new_rows(len(sent) + 100)
     groups = _groups(rows, sent, reals, [tuple(images.label_sets([i])[0]) for i in sample])
     features = DecoyFeatures(open_searcher(cfg), cfg.server.radius)
     read = [features.of(g) for g in tqdm(groups, desc="decoy attacker", unit="query")]

@@ -142,3 +142,22 @@ def start_client(
         time.sleep(0.1)
     stop(proc)
     raise RuntimeError(f"hashveil client printed no URL within {timeout:.0f} s; log in {log_path}")
+
+
+@contextmanager
+def serve_with_log(config: Path, log_dir: Path) -> Iterator[tuple[str, Callable[[int], list]]]:
+    """`hashveil serve` on ``config`` with a fresh admin token, as the benchmarks that audit their own
+    uploads need it: yields the URL and ``new_rows(limit)``, the query-log rows (uploads included)
+    written since the server started, read over the admin API."""
+    import secrets
+
+    from audit.logs import read_log_http
+
+    token, port = secrets.token_urlsafe(16), free_port()
+    server = start_serve(config, port, env={"HASHVEIL_ADMIN_TOKEN": token}, log_path=log_dir / "serve.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        before = max((r.id for r in read_log_http(url, token, limit=1, uploads=False)), default=0)
+        yield url, lambda limit: [r for r in read_log_http(url, token, limit=limit) if r.id > before]
+    finally:
+        stop(server)
