@@ -67,6 +67,11 @@ PROTECTIONS: dict[str, Protection] = {
     "carrier": Protection("carrier"),
     "semantic-high": Protection("semantic", STRENGTHS["high"]),
     "semantic-robust": Protection("semantic", STRENGTHS["robust"]),
+    # robust protection that also checks the two harshest re-encodings of the ladder
+    "semantic-robust-wide": Protection(
+        "semantic",
+        {**STRENGTHS["robust"], "robust_checks": ("jpeg90", "jpeg75", "jpeg60", "webp80", "resize0.5")},
+    ),
     "semantic-jitter1": Protection("semantic", {"target_jitter": 1}),
     "semantic-jitter2": Protection("semantic", {"target_jitter": 2}),
     "semantic-ensemble": Protection("semantic", {"ensemble": True}),
