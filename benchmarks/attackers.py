@@ -67,10 +67,10 @@ PROTECTIONS: dict[str, Protection] = {
     "carrier": Protection("carrier"),
     "semantic-high": Protection("semantic", STRENGTHS["high"]),
     "semantic-robust": Protection("semantic", STRENGTHS["robust"]),
-    # robust protection that also checks the two harshest re-encodings of the ladder
-    "semantic-robust-wide": Protection(
+    # robust protection with the checks it had before JPEG 60 and WebP 80 (README, Robust protection)
+    "semantic-robust-former": Protection(
         "semantic",
-        {**STRENGTHS["robust"], "robust_checks": ("jpeg90", "jpeg75", "jpeg60", "webp80", "resize0.5")},
+        {**STRENGTHS["robust"], "robust_checks": ("jpeg90", "jpeg75", "resize0.5"), "step_size": 8 / 255},
     ),
     "semantic-jitter1": Protection("semantic", {"target_jitter": 1}),
     "semantic-jitter2": Protection("semantic", {"target_jitter": 2}),

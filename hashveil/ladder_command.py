@@ -31,7 +31,7 @@ ladder_options = group_options(
         click.option(
             "--attackers",
             help="run the attacker ladder on every logged upload: 'all' or a comma list of naive, jpeg95, "
-            "jpeg90, jpeg75, webp80, resize0.5, pixel-knn, second-model, inversion",
+            "jpeg90, jpeg75, jpeg60, webp80, resize0.5, pixel-knn, second-model, inversion",
         ),
         click.option(
             "--groups",

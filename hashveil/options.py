@@ -141,7 +141,7 @@ protection_options = group_options(
         click.option(
             "--robust/--no-robust",
             default=None,
-            help="privacy.robust: hold the target after the server re-encodes (JPEG 90/75, 0.5x resize)",
+            help="privacy.robust: hold the target after the server re-encodes (privacy.robust_checks: JPEG 60, WebP 80, 0.5x resize)",
         ),
         click.option(
             "--ensemble/--no-ensemble",

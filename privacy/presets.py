@@ -21,7 +21,7 @@ STRENGTHS: dict[str, dict[str, float | int | bool]] = {
     "low": {"eps": 4 / 255, "steps": 50},
     "mid": {"eps": 8 / 255, "steps": 100},
     "high": {"eps": 16 / 255, "steps": 300},
-    "robust": {"eps": 8 / 255, "steps": 200, "robust": True},
+    "robust": {"eps": 8 / 255, "steps": 200, "step_size": 6 / 255, "robust": True},
 }
 
 

@@ -55,7 +55,7 @@ def _crop(pixels: int) -> Callable[[Image.Image], Image.Image]:
 # "webp80" (quality 1-100), "resize0.5" (to that factor and back, bicubic), "crop2" (that many
 # pixels off every side, then back to the size).
 _PATTERN = re.compile(r"(sent)|(jpeg|webp)(\d{1,3})|resize(0?\.\d+|1(?:\.0*)?)|crop(\d{1,2})")
-CLIENT_PREVIEW = ("sent", "jpeg90", "jpeg75", "resize0.5")  # what the privacy client shows
+CLIENT_PREVIEW = ("sent", "jpeg90", "jpeg60", "webp80", "resize0.5")  # what the privacy client shows
 
 
 def parse(name: str) -> tuple[Callable[[Image.Image], Image.Image], str]:

@@ -38,9 +38,9 @@ def smooth_images(n: int, seed: int = 1) -> torch.Tensor:
     return torch.round(x * 255) / 255
 
 
-def pillow_jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+def pillow_jpeg(x: torch.Tensor, quality: int, fmt: str = "JPEG") -> torch.Tensor:
     buf = io.BytesIO()
-    to_pil(x).save(buf, format="JPEG", quality=quality)
+    to_pil(x).save(buf, format=fmt, quality=quality)
     return to_tensor(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
@@ -54,8 +54,8 @@ def server_sees(model: HashNet, images: torch.Tensor) -> dict[str, np.ndarray]:
     """Codes after each transformation the default robust protection checks, done by hand."""
     return {
         "sent": model.encode(images),
-        "jpeg90": model.encode(torch.stack([pillow_jpeg(x, 90) for x in images])),
-        "jpeg75": model.encode(torch.stack([pillow_jpeg(x, 75) for x in images])),
+        "jpeg60": model.encode(torch.stack([pillow_jpeg(x, 60) for x in images])),
+        "webp80": model.encode(torch.stack([pillow_jpeg(x, 80, "WEBP") for x in images])),
         "resize0.5": model.encode(torch.stack([pillow_half(x) for x in images])),
     }
 
@@ -66,10 +66,10 @@ def test_views_are_pillow_forward_and_differentiable_backward() -> None:
     assert views.shape == (5, 3, 3, 32, 32)
     assert torch.equal(views[0], x)
     for i in range(3):
-        assert torch.allclose(views[1, i], pillow_jpeg(x[i].detach(), 90), atol=1e-6)
-        assert torch.allclose(views[2, i], pillow_jpeg(x[i].detach(), 75), atol=1e-6)
+        assert torch.allclose(views[1, i], pillow_jpeg(x[i].detach(), 60), atol=1e-6)
+        assert torch.allclose(views[2, i], pillow_jpeg(x[i].detach(), 80, "WEBP"), atol=1e-6)
         assert torch.allclose(views[3, i], pillow_half(x[i].detach()), atol=1e-6)
-    for v in (1, 2, 3, 4):  # kornia's JPEG and torch's resize carry a gradient to the pixels
+    for v in (1, 2, 3, 4):  # kornia's JPEG, WebP's identity and torch's resize carry a gradient
         (grad,) = torch.autograd.grad(views[v].sum(), x, retain_graph=True)
         assert grad.abs().sum() > 0, v
 
@@ -112,7 +112,7 @@ def test_robust_protection_survives_jpeg_more_often_than_plain(model: HashNet) -
     after = {}
     for robust in (False, True):
         result = from_config(PrivacyConfig(robust=robust, **kw), model)(x, targets)
-        codes = server_sees(model, result.images)["jpeg75"]
+        codes = server_sees(model, result.images)["jpeg60"]
         after[robust] = float(hamming(codes, targets).diagonal().mean())
     assert after[True] < after[False], after
 
@@ -190,6 +190,6 @@ def test_protect_robust_reports_what_holds_after_each_server_transformation(tiny
         image = to_tensor(decode_image((folder / f"p{i}.protected.png").read_bytes()))
         target = parse(report["target_code"], model.hash_bits).reshape(1, -1)
         seen = server_sees(model, image[None])
-        assert set(report["holds_after"]) == {"jpeg90", "jpeg75", "resize0.5"}
+        assert set(report["holds_after"]) == {"jpeg60", "webp80", "resize0.5"}
         for name, held in report["holds_after"].items():
             assert held == (hamming(seen[name], target)[0, 0] == 0), name

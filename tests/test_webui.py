@@ -319,7 +319,7 @@ def test_protected_query_end_to_end(sites, protected):
         "#server-views tbody tr",
         "els => els.map(e => [e.dataset.view, e.cells[1].innerText, e.cells[2].innerText])",
     )
-    assert [v[0] for v in views] == ["sent", "jpeg90", "jpeg75", "resize0.5"]
+    assert [v[0] for v in views] == ["sent", "jpeg90", "jpeg60", "webp80", "resize0.5"]
     assert views[0][1:] == [result["original_likely_label"], result["protected_likely_label"]]
     assert views == [
         [v["view"], v["original"] or "none", v["protected"] or "none"] for v in result["server_views"]

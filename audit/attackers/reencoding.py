@@ -16,14 +16,17 @@ from privacy.reencode import describe
 from retrieval.core.codes import hamming
 from retrieval.service.search import Searcher
 
-# the first three and resize0.5 are what robust protection checks by default; the rest it never sees
+# jpeg60, webp80 and resize0.5 are what robust protection checks by default; the milder ones and
+# the harsher jpeg50 and webp70 it never sees
 SERVER_TRANSFORMS = (
     "jpeg95",
     "jpeg90",
     "jpeg85",
     "jpeg75",
     "jpeg60",
+    "jpeg50",
     "webp80",
+    "webp70",
     "resize0.75",
     "resize0.5",
     "crop2",

@@ -184,7 +184,7 @@ class PrivacyConfig:
     # robust protection: optimise over a server's re-encodings and stop only when the code is at the
     # target in the upload as sent and after each of robust_checks (real Pillow transformations)
     robust: bool = False
-    robust_checks: tuple[str, ...] = ("jpeg90", "jpeg75", "resize0.5")
+    robust_checks: tuple[str, ...] = ("jpeg60", "webp80", "resize0.5")
     # ensemble protection: mislead a surrogate model trained here on the anchor pool's images too
     ensemble: bool = False
     decoy_dir: str = ""  # photos decoy carriers are cut from; "" = photos bundled with installed packages
