@@ -20,8 +20,8 @@ ADVICE = {
     "which an attacker who knows the client reads straight back.",
     "carrier": "Nothing sent shows the private image, but the results reveal its label to every "
     "attacker: if the label itself is the secret, do not search for it.",
-    "semantic-robust": "Holds against the re-encodings it checks (JPEG 90/75, 0.5x resize) and similar "
-    "ones, not against a codec far from them (WebP, JPEG 60), a model of the attacker's own or someone "
+    "semantic-robust": "Holds against the re-encodings it checks (JPEG 60, WebP 80, 0.5x resize) and "
+    "milder ones, not against harsher ones (JPEG 50, WebP 70), a model of the attacker's own or someone "
     "looking at the image: against those, use carrier mode, whose results still reveal the label you "
     "search for.",
 }
