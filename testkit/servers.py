@@ -3,6 +3,7 @@ process, each on a free loopback port and returned only once it answers."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -12,10 +13,51 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from waitress.server import create_server
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the recorded app received it."""
+
+    method: str
+    path: str
+    query: str
+    body: bytes
+
+
+class Recorder:
+    """WSGI middleware: every request the wrapped app receives, in arrival order (``requests``)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app, self.requests = app, []
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        self.requests.append(
+            Received(environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", ""), body)
+        )
+        environ["wsgi.input"] = io.BytesIO(body)
+        return self.app(environ, start_response)
+
+    def since(self, n: int) -> list[Received]:
+        return self.requests[n:]
+
+    def uploads(self, since: int = 0) -> list[bytes]:
+        """The image files POSTed to /api/search, in arrival order."""
+        out = []
+        for r in self.requests[since:]:
+            if r.method == "POST" and r.path == "/api/search":
+                boundary = r.body.split(b"\r\n", 1)[0]  # multipart: parts between "\r\n--boundary"
+                for part in r.body.split(b"\r\n" + boundary):
+                    head, _, data = part.partition(b"\r\n\r\n")
+                    if b'filename="' in head:
+                        out.append(data)
+        return out
 
 
 def free_port() -> int:

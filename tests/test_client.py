@@ -17,22 +17,18 @@ from retrieval.core.codes import hamming, parse
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
 from retrieval.service.server import create_app
-from testkit.servers import live_server
+from testkit.servers import Recorder, live_server
 
 pytestmark = pytest.mark.slow
 
 
-class Recorder:
-    """WSGI middleware: keeps every request body; can corrupt the weights it serves."""
+class Tampering(Recorder):
+    """A recorder that can corrupt the weights it serves."""
 
-    def __init__(self, app) -> None:
-        self.app, self.bodies, self.tamper = app, [], False
+    tamper = False
 
     def __call__(self, environ, start_response):
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        self.bodies.append(body)
-        environ["wsgi.input"] = io.BytesIO(body)
-        out = b"".join(self.app(environ, start_response))
+        out = b"".join(super().__call__(environ, start_response))
         if self.tamper and environ["PATH_INFO"] == "/api/model/weights":
             out = out[:-1] + bytes([out[-1] ^ 0xFF])
         return [out]
@@ -42,7 +38,7 @@ class Recorder:
 def served(tiny_trained):
     cfg, _ = tiny_trained
     cfg = override(cfg, privacy={"eps": 16 / 255, "steps": 200, "step_size": 1 / 255, "step_rule": "sign"})
-    recorder = Recorder(create_app(cfg))
+    recorder = Tampering(create_app(cfg))
     with live_server(recorder) as url:
         yield cfg, recorder, url
 
@@ -64,17 +60,6 @@ def photo_with_gps(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def uploaded_images(bodies: list[bytes]) -> list[bytes]:
-    """The file parts of multipart uploads among the recorded bodies."""
-    parts = []
-    for body in bodies:
-        if b'name="image"' in body:
-            part = body[body.index(b'name="image"') :]
-            content = part[part.index(b"\r\n\r\n") + 4 :]
-            parts.append(content[: content.index(b"\r\n--")])
-    return parts
-
-
 def test_protected_query_never_sends_the_original(served, tiny_data, tmp_path):
     cfg, recorder, url = served
     blend, pair = between_two_labels(tiny_data)
@@ -83,14 +68,14 @@ def test_protected_query_never_sends_the_original(served, tiny_data, tmp_path):
     protector, _ = connect(url, cfg.privacy, tmp_path)
     own = protector.likely_label(protector.model.encode(original.unsqueeze(0))[0])
     target = pair[1] if own == pair[0] else pair[0]
-    recorder.bodies.clear()
+    recorder.requests.clear()
     sent_query = query_encoded(
         original, url, cfg.privacy, Encoding("png"), tmp_path, QueryOptions("semantic", target, radius=2)
     )
     answer, protected = sent_query.answer, sent_query.protected
-    sent = uploaded_images(recorder.bodies)
+    sent = recorder.uploads()
     assert len(sent) == 1
-    everything = b"".join(recorder.bodies)
+    everything = b"".join(r.body for r in recorder.requests)
     assert original_bytes not in everything
     assert b"SecretCam" not in everything and b"Exif" not in everything
     pixels = to_tensor(decode_image(sent[0]))
@@ -107,11 +92,11 @@ def test_protected_query_never_sends_the_original(served, tiny_data, tmp_path):
 def test_plain_query_sends_the_image_as_is(served, tiny_data, tmp_path):
     cfg, recorder, url = served
     image = to_tensor(load_image(tiny_data / "img" / "0001.png"))
-    recorder.bodies.clear()
+    recorder.requests.clear()
     sent_query = query_encoded(image, url, None, Encoding("png"), tmp_path, QueryOptions(radius=2))
     answer, protected = sent_query.answer, sent_query.protected
     assert protected is None
-    assert torch.equal(to_tensor(decode_image(uploaded_images(recorder.bodies)[0])), image)
+    assert torch.equal(to_tensor(decode_image(recorder.uploads()[0])), image)
     assert any("green" in r["labels"] for r in answer["results"])
 
 

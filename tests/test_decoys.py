@@ -47,36 +47,11 @@ from retrieval.core.votes import majority_label
 from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from testkit.data import write_config
-from testkit.servers import live_server
+from testkit.servers import Recorder, live_server
 from testkit.service import CLIENT_BASE, opened_client, random_png
 from webui.client import create_client_app
 
 K = 3
-
-
-class Recorder:
-    """WSGI middleware: method, path and body of every request the server receives."""
-
-    def __init__(self, app) -> None:
-        self.app, self.requests = app, []
-
-    def __call__(self, environ, start_response):
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        self.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], body))
-        environ["wsgi.input"] = io.BytesIO(body)
-        return self.app(environ, start_response)
-
-    def uploads(self, since: int = 0) -> list[bytes]:
-        """The image files POSTed to /api/search, in arrival order."""
-        out = []
-        for method, path, body in self.requests[since:]:
-            if method == "POST" and path == "/api/search":
-                boundary = body.split(b"\r\n", 1)[0]  # multipart: parts between "\r\n--boundary"
-                for part in body.split(b"\r\n" + boundary):
-                    head, _, data = part.partition(b"\r\n\r\n")
-                    if b'filename="' in head:
-                        out.append(data)
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +353,7 @@ def test_web_client_sends_decoys_and_shows_only_the_real_results(served, photos,
     real = next(a for a in answers if a["code"] == body["code"])
     assert [h["id"] for h in body["results"]] == [h["id"] for h in real["results"][:24]]
     # the thumbnails of every answer were fetched at once; showing the real ones asks the server nothing
-    fetched = {int(p.rsplit("/", 1)[1]) for m, p, _ in recorder.requests[n:] if p.startswith("/api/images/")}
+    fetched = {int(r.path.rsplit("/", 1)[1]) for r in recorder.since(n) if r.path.startswith("/api/images/")}
     assert fetched == {h["id"] for a in answers for h in a["results"][:24]}
     before = len(recorder.requests)
     for hit in body["results"][:5]:

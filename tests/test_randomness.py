@@ -30,27 +30,11 @@ from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, to_tensor
 from retrieval.service.server import create_app
 from testkit.data import write_config
-from testkit.servers import live_server
+from testkit.servers import Recorder, live_server
 from testkit.service import CLIENT_BASE, build_tiny_service, opened_client, random_png
 from webui.client import create_client_app
 
 RETRIES = 5  # two unseeded draws can coincide by chance; five in a row cannot (p < 1e-6 here)
-
-
-class Recorder:
-    """WSGI middleware: the path, query string and body of every request the server receives."""
-
-    def __init__(self, app) -> None:
-        self.app, self.requests = app, []
-
-    def __call__(self, environ, start_response):
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        self.requests.append((environ["PATH_INFO"], environ.get("QUERY_STRING", ""), body))
-        environ["wsgi.input"] = io.BytesIO(body)
-        return self.app(environ, start_response)
-
-    def since(self, n: int) -> list[tuple[str, str, bytes]]:
-        return self.requests[n:]
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +182,6 @@ def _query(config: Path, url: str, image: Path, *flags: str):
     )
 
 
-def _uploads(requests_: list[tuple[str, str, bytes]]) -> list[bytes]:
-    """The image file parts of the multipart searches among the recorded requests."""
-    out = []
-    for path, _, body in requests_:
-        if path == "/api/search":
-            part = body[body.index(b'name="image"') :]
-            content = part[part.index(b"\r\n\r\n") + 4 :]
-            out.append(content[: content.index(b"\r\n--")])
-    return out
-
-
 def test_query_protect_asks_nothing_that_names_a_target(served, tmp_path) -> None:
     cfg, recorder, url = served
     image = tmp_path / "photo.png"
@@ -219,17 +192,17 @@ def test_query_protect_asks_nothing_that_names_a_target(served, tmp_path) -> Non
     assert result.exit_code == 0, result.output
     assert "fresh OS entropy" in result.output
     first = recorder.since(n)
-    assert [p for p, _, _ in first] == [
+    assert [r.path for r in first] == [
         "/api/model",
         "/api/model/weights",
         "/api/anchors/pool",
         "/api/search",
     ]
-    for path, query, _ in first:
-        assert "label" not in parse_qs(query) and "seed" not in parse_qs(query), (path, query)
+    for r in first:
+        assert "label" not in parse_qs(r.query) and "seed" not in parse_qs(r.query), (r.path, r.query)
     n = len(recorder.requests)
     assert _query(config, url, image).exit_code == 0
-    assert [p for p, _, _ in recorder.since(n)] == ["/api/model", "/api/search"]  # weights and pool cached
+    assert [r.path for r in recorder.since(n)] == ["/api/model", "/api/search"]  # weights and pool cached
 
 
 def test_query_protect_is_random_unless_seeded(served, tmp_path) -> None:
@@ -241,13 +214,13 @@ def test_query_protect_is_random_unless_seeded(served, tmp_path) -> None:
     for _ in range(2):
         n = len(recorder.requests)
         assert _query(config, url, image, "--seed", "9").exit_code == 0
-        sent += _uploads(recorder.since(n))
+        sent += recorder.uploads(n)
     assert len(sent) == 2 and sent[0] == sent[1]
     for _ in range(RETRIES):
         n = len(recorder.requests)
         for _ in range(2):
             assert _query(config, url, image).exit_code == 0
-        a, b = _uploads(recorder.since(n))
+        a, b = recorder.uploads(n)
         if a != b:
             break
     else:
@@ -280,7 +253,7 @@ def test_a_pinned_model_sha256_refuses_another_model(served, tmp_path) -> None:
     result = _query(_cli_config(tmp_path, cfg), url, image, "--model-sha256", "ab" * 32)
     assert result.exit_code == 1 and "not the pinned " + "ab" * 32 in result.output
     assert result.output.count("\n") <= 2 and "Traceback" not in result.output
-    assert [p for p, _, _ in recorder.since(n)] == ["/api/model"]  # no weights, no pool, no search
+    assert [r.path for r in recorder.since(n)] == ["/api/model"]  # no weights, no pool, no search
     real = requests.get(f"{url}/api/model", timeout=10).json()["sha256"]
     assert _query(_cli_config(tmp_path, cfg), url, image, "--model-sha256", real).exit_code == 0
     bad = _query(_cli_config(tmp_path, cfg), url, image, "--model-sha256", "xyz")

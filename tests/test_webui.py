@@ -27,7 +27,7 @@ from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from retrieval.service.store import Store
 from testkit.data import write_config
-from testkit.servers import live_server, start_client, stop
+from testkit.servers import Recorder, live_server, start_client, stop
 from webui.service import mount_service_pages
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,19 +55,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 TIMEOUT_MS = 20_000
-
-
-class Recorder:
-    """WSGI middleware: keeps the path and body of every request the service receives."""
-
-    def __init__(self, app) -> None:
-        self.app, self.requests = app, []
-
-    def __call__(self, environ, start_response):
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        self.requests.append((environ["PATH_INFO"], body))
-        environ["wsgi.input"] = io.BytesIO(body)
-        return self.app(environ, start_response)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +220,7 @@ def test_search_pages_through_a_result_larger_than_a_page(sites, browser, tiny_d
         "s => document.getElementById('page-range').textContent.startsWith(s)", arg=f"Results {size + 1} "
     )
     assert shown() == expected[size : 2 * size]
-    searches = [body for path_, body in recorder.requests[sent:] if path_ == "/api/search"]
+    searches = [r.body for r in recorder.since(sent) if r.path == "/api/search"]
     want = {"code": code[0].tobytes().hex(), "radius": cfg.model.hash_bits, "offset": size}
     assert [json.loads(b) for b in searches] == [want]  # a code query: the image is not sent again
     page.get_by_role("button", name="Previous page").click()
@@ -296,7 +283,7 @@ def protected(sites, browser, tiny_data) -> dict:
         "status": status,
         "protected_png": sites["client_http"].get(job_url + "/protected.png", timeout=10).content,
         "log": [r for r in sites["store"].query_log(10_000) if r.id > log_before],
-        "received": sites["recorder"].requests[recorded_before:],
+        "received": sites["recorder"].since(recorded_before),
     }
 
 
@@ -338,9 +325,9 @@ def test_protected_query_end_to_end(sites, protected):
     assert 0 < np.abs(x - y).max() <= 16
 
     # the server received the protected PNG once, and never the original
-    searches = [body for path, body in protected["received"] if path == "/api/search"]
+    searches = [r.body for r in protected["received"] if r.path == "/api/search"]
     assert len(searches) == 1 and protected["protected_png"] in searches[0]
-    assert not any(protected["original"] in body for _, body in protected["received"])
+    assert not any(protected["original"] in r.body for r in protected["received"])
     (logged,) = protected["log"]
     assert logged.upload == protected["protected_png"]
 
@@ -449,9 +436,9 @@ def test_client_modes_and_bad_input_over_http(sites, tiny_data):
     live = _finished(http, client + r.json()["status_url"])["trace"]  # what the page drew while it ran
     assert len(live) >= len(result["trace"]) - 1 and live == result["trace"][: len(live)]
 
-    received = recorder.requests[before:]
-    assert all(path != "/api/search" for path, _ in received)
-    assert not any(private in body or carrier in body for _, body in received)
+    received = recorder.since(before)
+    assert all(r.path != "/api/search" for r in received)
+    assert not any(private in r.body or carrier in r.body for r in received)
 
 
 def test_client_sends_a_jpeg_it_checked_as_the_server_hashes_it(sites, tiny_data):
@@ -482,7 +469,7 @@ def test_client_sends_a_jpeg_it_checked_as_the_server_hashes_it(sites, tiny_data
     assert result["file_distance"] == distance and result["file_at_target"] == (distance == 0)
     before = len(recorder.requests)
     answer = http.post(client + status["send_url"], data={"radius": "2"}, timeout=30).json()
-    (body,) = [b for path, b in recorder.requests[before:] if path == "/api/search"]
+    (body,) = [r.body for r in recorder.since(before) if r.path == "/api/search"]
     assert got.content in body and answer["code"] == result["file_code"] and answer["server_code_matches"]
 
 
