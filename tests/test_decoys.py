@@ -1,4 +1,5 @@
 """Queries with decoys (privacy.decoys): the draw, the plan, the CLI and web client over HTTP.
+(The attacker's side, the ladder's decoy rung: test_decoy_rung.py.)
 
 References are independent of the code under test: inclusion probabilities and posteriors worked
 out by hand, the bytes a recording server received, the model's own code of the private image,
@@ -17,14 +18,6 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from audit.attackers.decoys import (
-    FEATURES,
-    DecoyFeatures,
-    DecoyGroup,
-    best_strategy,
-    chosen_on_half,
-    decoy_rung,
-)
 from hashveil.cli import main
 from privacy.client import connect
 from privacy.decoys import (
@@ -40,11 +33,9 @@ from privacy.decoys import (
 from privacy.encode import Encoding
 from privacy.pool import AnchorPool
 from privacy.send import QueryOptions, query_decoys
-from retrieval.core.codes import hamming, pack
+from retrieval.core.codes import pack
 from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
-from retrieval.core.votes import majority_label
-from retrieval.service.search import open_searcher
 from retrieval.service.server import create_app
 from testkit.data import write_config
 from testkit.servers import Recorder, live_server
@@ -376,89 +367,3 @@ def test_web_client_refuses_bad_decoy_input(served, photos, tmp_path) -> None:
         "/protect", data={"decoys": "2", "image": (io.BytesIO(image), "a.png")}, base_url=CLIENT_BASE
     )
     assert r.status_code == 400 and "holds no photos" in r.get_json()["error"]
-
-
-# the ladder's decoy rung
-
-
-def test_decoy_features_are_what_a_brute_force_scan_gives(served) -> None:
-    cfg, _, _ = served
-    searcher = open_searcher(cfg)
-    store = searcher.store
-    ids = sorted({int(i) for n in store.label_names() for i in store.codes_with_label(n, 10**6, 0)[0]})
-    rows = store.images(ids)
-    db = np.array([np.frombuffer(rows[i].code, np.uint8) for i in ids])
-    uploads = (_private(cfg, 0).read_bytes(), random_png(np.random.default_rng(3), 32))
-    group = DecoyGroup(uploads, (10.0, 10.5), ("red",), 0)
-    x, labels = DecoyFeatures(searcher, 2).of(group)
-    f = {name: x[:, FEATURES.index(name)] for name in FEATURES}
-    assert f["position"].tolist() == [0, 1] and f["gap_s"].tolist() == [0, 0.5]
-    assert f["file_bytes"].tolist() == [len(u) for u in uploads]
-    for i, u in enumerate(uploads):
-        code = searcher.encode(to_tensor(decode_image(u))[None])[0]
-        d = hamming(code[None], db)[0]
-        assert f["exact_matches"][i] == pytest.approx(np.log1p((d == 0).sum()))
-        assert f["matches_in_radius"][i] == pytest.approx(np.log1p((d <= 2).sum()))
-        assert f["nearest_distance"][i] == d.min()
-        hits = searcher.search_code(code, 2) or searcher.hits(*searcher.index.knn(code[None], 10)[0])
-        assert labels[i] == majority_label(h.labels for h in hits)[0]
-
-
-def _synthetic(n: int, k: int, tell: str | None, seed: int = 0):
-    """n queries of k uploads with random features; with ``tell``, the real upload has the largest."""
-    rng = np.random.default_rng(seed)
-    groups, xs, labels = [], [], []
-    for q in range(n):
-        real = int(rng.integers(k))
-        x = rng.normal(size=(k, len(FEATURES)))
-        x[:, 0] = np.arange(k)
-        if tell:
-            x[real, FEATURES.index(tell)] = x[:, FEATURES.index(tell)].max() + 1
-        groups.append(DecoyGroup((b"",) * k, (0.0,) * k, (f"l{q}",), real))
-        xs.append(x)
-        labels.append([f"l{q}" if i == real else f"other{i}" for i in range(k)])
-    return xs, labels, groups
-
-
-def test_decoy_strategies_find_a_planted_tell_and_nothing_without_one() -> None:
-    xs, labels, groups = _synthetic(200, 4, "file_bytes")
-    rows = {r.name: r for r in decoy_rung(xs, labels, groups)}
-    assert rows["most file_bytes"].named == rows["most file_bytes"].picked == 1.0
-    assert rows["learned (all features, 2-fold)"].named >= 0.9  # learned on one half, scored on the other
-    assert (
-        rows["chance (a random pick)"].picked == 0.25
-        and rows["always the real upload (ceiling)"].named == 1.0
-    )
-    assert best_strategy(list(rows.values())).named == 1.0
-    assert chosen_on_half(xs, labels, groups) == 1.0
-    xs, labels, groups = _synthetic(400, 4, None, seed=1)
-    rows = decoy_rung(xs, labels, groups)
-    assert all(r.named <= 0.33 for r in rows if not r.name.startswith("always"))  # chance 0.25, +2 sd
-    assert chosen_on_half(xs, labels, groups) <= 0.33
-
-
-@pytest.mark.slow
-def test_decoy_benchmark_on_tiny_data(served, tmp_path) -> None:
-    """`python -m benchmarks.attackers --decoys K` end to end against a `hashveil serve` child."""
-    import csv
-    import os
-    import subprocess
-    import sys
-
-    cfg, _, _ = served
-    root = Path(__file__).resolve().parents[1]
-    config = write_config(tmp_path / "c.toml", cfg)
-    cmd = [sys.executable, "-m", "benchmarks.attackers", "--config", str(config), "--decoys", "3"]
-    cmd += ["--decoy-trials", "8", "--seed", "1", "--out", str(tmp_path)]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=root)
-    assert run.returncode == 0, run.stderr[-3000:]
-    rows = list(csv.DictReader((tmp_path / "decoys.csv").open()))
-    assert {r["k"] for r in rows} == {"3"} and {r["queries"] for r in rows} == {"8"}
-    assert {"first", "most file_bytes", "least exact_matches", "learned (all features, 2-fold)"} <= {
-        r["strategy"] for r in rows
-    }
-    assert next(r for r in rows if r["strategy"].startswith("chance"))["picked"] == "0.3333"
-    md = (tmp_path / "decoys.md").read_text()
-    assert "Written by `python -m benchmarks.attackers --config" in md and "--decoys 3" in md
-    assert "best strategy:" in run.stdout and "real carriers:" in md and "decoys carriers:" in md
