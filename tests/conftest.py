@@ -1,6 +1,6 @@
 """Fixtures over testkit's helpers: a tiny generated labelled image folder, a model trained on it
-and an index built from it (once per session), a PostgreSQL server, a Milvus server, store URLs of
-both backends."""
+and an index built from it (once per session), the service with its pages and a privacy client
+pointed at it (``sites``), a PostgreSQL server, a Milvus server, store URLs of both backends."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as hashveil.cli does
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest
@@ -54,6 +55,46 @@ def tiny_trained(tmp_path_factory, tiny_data):
     result = train(cfg)
     build_index(cfg)
     return cfg, result
+
+
+@pytest.fixture(scope="session")
+def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
+    """The service with its pages, and `hashveil client` pointed at it, run as a user runs it: its
+    own work dir (as on another machine), its launch URL read from what it printed. Every request
+    the service receives is recorded (``recorder``); ``token`` is its admin token."""
+    import requests
+
+    from retrieval.core.config import override
+    from retrieval.service.server import create_app
+    from testkit.data import write_config
+    from testkit.servers import Recorder, live_server, start_client, stop
+    from webui.service import mount_service_pages
+
+    token = "s3cret-admin-token"
+    cfg, _ = tiny_trained
+    cfg = override(cfg, server={"admin_token": token}, privacy={"eps": 16 / 255, "steps": 200})
+    app = create_app(cfg)
+    mount_service_pages(app)
+    recorder = Recorder(app)
+    folder = tmp_path_factory.mktemp("client")
+    client_cfg = write_config(folder / "config.toml", override(cfg, paths={"work_dir": folder / "work"}))
+    with live_server(recorder) as service_url:
+        proc, launch = start_client(client_cfg, service_url)
+        try:
+            client = requests.Session()  # a script's session: it shows the token once, as the browser does
+            assert client.get(launch, timeout=30).status_code == 200
+            yield {
+                "cfg": cfg,
+                "token": token,
+                "service": service_url,
+                "client": launch.split("/?")[0],
+                "launch": launch,
+                "client_http": client,
+                "recorder": recorder,
+                "store": app.extensions["hashveil"]["searcher"].current().store,
+            }
+        finally:
+            stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +18,11 @@ import requests
 from PIL import Image
 
 from retrieval.core.codes import hamming
-from retrieval.core.config import override
 from retrieval.core.imaging import decode_image, load_image, to_tensor
 from retrieval.core.model import load_checkpoint
 from retrieval.core.votes import label_votes, majority_label, majority_of
 from retrieval.service.search import open_searcher
-from retrieval.service.server import create_app
 from retrieval.service.store import Store
-from testkit.data import write_config
-from testkit.servers import Recorder, live_server, start_client, stop
-from webui.service import mount_service_pages
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -42,7 +36,6 @@ sync_api = pytest.importorskip(
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "s3cret-admin-token"
 SHOTS = Path(__file__).resolve().parents[1] / "results" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless",
@@ -58,41 +51,12 @@ TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
-def sites(tiny_trained, tmp_path_factory) -> Iterator[dict]:
-    """The service with its pages, and `hashveil client` pointed at it, run as a user runs it: its
-    own work dir (as on another machine), its launch URL read from what it printed."""
-    cfg, _ = tiny_trained
-    cfg = override(cfg, server={"admin_token": TOKEN}, privacy={"eps": 16 / 255, "steps": 200})
-    app = create_app(cfg)
-    mount_service_pages(app)
-    recorder = Recorder(app)
-    folder = tmp_path_factory.mktemp("client")
-    client_cfg = write_config(folder / "config.toml", override(cfg, paths={"work_dir": folder / "work"}))
-    with live_server(recorder) as service_url:
-        proc, launch = start_client(client_cfg, service_url)
-        try:
-            client = requests.Session()  # a script's session: it shows the token once, as the browser does
-            assert client.get(launch, timeout=30).status_code == 200
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            yield {
-                "cfg": cfg,
-                "service": service_url,
-                "client": launch.split("/?")[0],
-                "launch": launch,
-                "client_http": client,
-                "recorder": recorder,
-                "store": app.extensions["hashveil"]["searcher"].current().store,
-            }
-        finally:
-            stop(proc)
-
-
-@pytest.fixture(scope="module")
 def browser(tmp_path_factory) -> Iterator[object]:
     """A persistent headless Chromium context on a fresh profile (never `playwright install`).
 
     Its console's Content-Security-Policy reports are kept in ``context.csp_reports``.
     """
+    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
@@ -348,14 +312,14 @@ def test_attacker_view_lists_the_protected_query(sites, browser, protected):
     assert wrong.status_code == 403 and "Wrong admin token" in wrong.text
     thumb = requests.get(
         f"{base}/admin/queries/{logged.id}/upload.png?size=32",
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {sites['token']}"},
         timeout=10,
     )
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (32, 32)
 
     page = browser.new_page()
     page.goto(base + "/admin")
-    page.fill("#token", TOKEN)
+    page.fill("#token", sites["token"])
     page.get_by_role("button", name="Log in").click()
     card = page.wait_for_selector(f"#query-{logged.id}")
     inferred = card.get_attribute("data-inferred")
@@ -381,98 +345,6 @@ def test_attacker_view_lists_the_protected_query(sites, browser, protected):
     page.close()
 
 
-def _finished(http: requests.Session, url: str) -> dict:
-    deadline = time.monotonic() + 180  # a bound for a stuck job, not a speed goal: CI machines may be busy
-    while time.monotonic() < deadline:
-        status = http.get(url, timeout=10).json()
-        if status["state"] in ("done", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {url} did not finish in 180 s")
-
-
-def test_client_modes_and_bad_input_over_http(sites, tiny_data):
-    """Carrier and untargeted jobs target the right codes and send the server nothing."""
-    client, recorder, http = sites["client"], sites["recorder"], sites["client_http"]
-    carrier = (tiny_data / "img" / "0002.png").read_bytes()
-    private = (tiny_data / "img" / "0005.png").read_bytes()
-    r = http.post(
-        f"{client}/protect", data={"mode": "carrier"}, files={"image": ("c.png", carrier)}, timeout=10
-    )
-    assert r.status_code == 400 and r.json()["error"] == "choose the private image"
-    r = http.post(f"{client}/protect", files={"image": ("x.png", b"no image")}, timeout=10)
-    assert r.status_code == 400 and "not a readable image" in r.json()["error"]
-    r = http.post(
-        f"{client}/protect",
-        files={"image": ("c.png", carrier)},
-        timeout=10,
-        headers={"Origin": "http://evil.example"},
-    )
-    assert r.status_code == 403
-
-    model, _ = load_checkpoint(sites["cfg"].work_dir / "model")
-    before = len(recorder.requests)
-    r = http.post(
-        f"{client}/protect",
-        data={"mode": "carrier", "strength": "low"},
-        timeout=10,
-        files={"image": ("c.png", carrier), "private": ("p.png", private)},
-    )
-    assert r.status_code == 202
-    status = _finished(http, client + r.json()["status_url"])
-    result = status["result"]
-    assert status["state"] == "done" and result["target_label"] is None
-    assert set(status["images"]) == {"original", "protected", "perturbation", "private"}
-    assert result["eps_255"] == 4 and 0 < result["linf_255"] <= 4
-    assert result["target_code"] == model.encode(to_tensor(decode_image(private))[None])[0].tobytes().hex()
-
-    r = http.post(
-        f"{client}/protect", data={"mode": "untargeted"}, files={"image": ("c.png", carrier)}, timeout=10
-    )
-    result = _finished(http, client + r.json()["status_url"])["result"]
-    own = bytes.fromhex(result["original_code"])
-    assert bytes.fromhex(result["target_code"]) == bytes(b ^ 0xFF for b in own)
-    assert len(result["trace"]) == result["iterations"] + 1 and result["trace"][-1] == result["distance"]
-    live = _finished(http, client + r.json()["status_url"])["trace"]  # what the page drew while it ran
-    assert len(live) >= len(result["trace"]) - 1 and live == result["trace"][: len(live)]
-
-    received = recorder.since(before)
-    assert all(r.path != "/api/search" for r in received)
-    assert not any(private in r.body or carrier in r.body for r in received)
-
-
-def test_client_sends_a_jpeg_it_checked_as_the_server_hashes_it(sites, tiny_data):
-    """--format in the client: the file sent is the JPEG the job encoded, its code computed here equals
-    the server's, and the page's facts say whether that code is still at the target."""
-    client, recorder, http = sites["client"], sites["recorder"], sites["client_http"]
-    image = (tiny_data / "img" / "0006.png").read_bytes()
-    r = http.post(f"{client}/protect", data={"format": "gif"}, files={"image": ("a.png", image)}, timeout=10)
-    assert r.status_code == 400 and "format must be one of" in r.json()["error"]
-    r = http.post(
-        f"{client}/protect",
-        data={"mode": "untargeted", "strength": "low", "format": "jpeg", "quality": "85"},
-        files={"image": ("a.png", image)},
-        timeout=10,
-    )
-    status = _finished(http, client + r.json()["status_url"])
-    result = status["result"]
-    got = http.get(client + status["images"]["protected"], timeout=10)
-    assert got.headers["Content-Type"] == "image/jpeg" and got.content[:3] == b"\xff\xd8\xff"
-    assert (result["format"], result["quality"], result["bytes"]) == ("jpeg", 85, len(got.content))
-    assert result["original_bytes"] == len(image) and result["sent_bytes"] == len(got.content)
-    model, _ = load_checkpoint(sites["cfg"].work_dir / "model")
-    code = model.encode(to_tensor(decode_image(got.content))[None])[0]
-    assert result["file_code"] == code.tobytes().hex()
-    distance = int(
-        hamming(code[None], np.frombuffer(bytes.fromhex(result["target_code"]), np.uint8)[None])[0, 0]
-    )
-    assert result["file_distance"] == distance and result["file_at_target"] == (distance == 0)
-    before = len(recorder.requests)
-    answer = http.post(client + status["send_url"], data={"radius": "2"}, timeout=30).json()
-    (body,) = [r.body for r in recorder.since(before) if r.path == "/api/search"]
-    assert got.content in body and answer["code"] == result["file_code"] and answer["server_code_matches"]
-
-
 def test_pages_fit_a_phone(sites, browser, protected):
     protected["page"].set_viewport_size({"width": 375, "height": 812})
     _no_horizontal_overflow(protected["page"])
@@ -490,7 +362,7 @@ def test_pages_fit_a_phone(sites, browser, protected):
     page.screenshot(path=str(SHOTS / "search-phone.png"), full_page=True)
     page.goto(sites["service"] + "/admin")
     if page.locator("#token").count():
-        page.fill("#token", TOKEN)
+        page.fill("#token", sites["token"])
         page.get_by_role("button", name="Log in").click()
     page.wait_for_selector(".query")
     _no_horizontal_overflow(page)
