@@ -38,7 +38,8 @@ def smooth_images(n: int, seed: int = 1) -> torch.Tensor:
     return torch.round(x * 255) / 255
 
 
-def pillow_jpeg(x: torch.Tensor, quality: int, fmt: str = "JPEG") -> torch.Tensor:
+def pillow_codec(x: torch.Tensor, quality: int, fmt: str = "JPEG") -> torch.Tensor:
+    """``x`` saved by Pillow as ``fmt`` (JPEG or WEBP) at ``quality`` and decoded again."""
     buf = io.BytesIO()
     to_pil(x).save(buf, format=fmt, quality=quality)
     return to_tensor(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
@@ -54,8 +55,8 @@ def server_sees(model: HashNet, images: torch.Tensor) -> dict[str, np.ndarray]:
     """Codes after each transformation the default robust protection checks, done by hand."""
     return {
         "sent": model.encode(images),
-        "jpeg60": model.encode(torch.stack([pillow_jpeg(x, 60) for x in images])),
-        "webp80": model.encode(torch.stack([pillow_jpeg(x, 80, "WEBP") for x in images])),
+        "jpeg60": model.encode(torch.stack([pillow_codec(x, 60) for x in images])),
+        "webp80": model.encode(torch.stack([pillow_codec(x, 80, "WEBP") for x in images])),
         "resize0.5": model.encode(torch.stack([pillow_half(x) for x in images])),
     }
 
@@ -66,8 +67,8 @@ def test_views_are_pillow_forward_and_differentiable_backward() -> None:
     assert views.shape == (5, 3, 3, 32, 32)
     assert torch.equal(views[0], x)
     for i in range(3):
-        assert torch.allclose(views[1, i], pillow_jpeg(x[i].detach(), 60), atol=1e-6)
-        assert torch.allclose(views[2, i], pillow_jpeg(x[i].detach(), 80, "WEBP"), atol=1e-6)
+        assert torch.allclose(views[1, i], pillow_codec(x[i].detach(), 60), atol=1e-6)
+        assert torch.allclose(views[2, i], pillow_codec(x[i].detach(), 80, "WEBP"), atol=1e-6)
         assert torch.allclose(views[3, i], pillow_half(x[i].detach()), atol=1e-6)
     for v in (1, 2, 3, 4):  # kornia's JPEG, WebP's identity and torch's resize carry a gradient
         (grad,) = torch.autograd.grad(views[v].sum(), x, retain_graph=True)
